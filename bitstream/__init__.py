@@ -1,0 +1,33 @@
+"""The `.pmt` container: unit syntax, reader, writer, CRC, caps and entropy coding.
+
+This package implements SPEC.md's bitstream layer and nothing else: it needs no model
+and never imports torch, so probing, validating and remuxing streams is cheap.
+"""
+from .errors import ERROR_CODES, InvalidDataError
+from .framing import SIGNATURE, VERSION_MAJOR, VERSION_MINOR
+from .reader import ReadUnit, Scene, Stream, read_streams, read_units
+from .units import (
+    Coding,
+    EndOfStream,
+    Index,
+    IndexEntry,
+    Keyframe,
+    LatentCodec,
+    Metadata,
+    NoiseAlgorithm,
+    PredictionType,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    Unit,
+    UnitType,
+    UnknownUnit,
+)
+from .writer import StreamWriter
+
+__all__ = [
+    "ERROR_CODES", "InvalidDataError", "SIGNATURE", "VERSION_MAJOR", "VERSION_MINOR",
+    "ReadUnit", "Scene", "Stream", "read_streams", "read_units", "StreamWriter",
+    "Coding", "EndOfStream", "Index", "IndexEntry", "Keyframe", "LatentCodec", "Metadata", "NoiseAlgorithm",
+    "PredictionType", "SceneCut", "SceneStart", "SequenceHeader", "Unit", "UnitType", "UnknownUnit",
+]

@@ -1,0 +1,192 @@
+"""Reading `.pmt` files: units one at a time, or whole streams for inspection.
+
+`read_units` is the streaming interface (a pipe works: nothing is read ahead of the
+unit it yields). `read_streams` collects each stream's units into a `Stream` with its
+scenes, for tools such as pmtprobe. Both raise only `InvalidDataError` for bad input.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from .errors import InvalidDataError
+from .framing import PREFIX_SIZE, UnitSource
+from .syntax import decode_payload
+from .units import (
+    IGNORABLE_TYPES,
+    EndOfStream,
+    Index,
+    Keyframe,
+    Metadata,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    Unit,
+    UnitType,
+    UnknownUnit,
+)
+from .validation import StreamValidator, check_unit
+
+Source = BinaryIO | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """A parsed unit and where it was: `offset` in the input, `stream_offset` from the
+    start of its stream's signature (what index units count), `size` of the whole unit."""
+
+    unit: Unit
+    offset: int
+    stream_offset: int
+    size: int
+    stream: int          # 0 for the first stream of a file, 1 for the next, ...
+    unit_type: int
+
+
+@contextmanager
+def _binary(source: Source) -> Iterator[BinaryIO]:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            yield handle
+    else:
+        yield source
+
+
+def read_units(source: Source) -> Iterator[ReadUnit]:
+    """Yield every unit of every stream in `source`, checked against SPEC.md.
+
+    Each unit is yielded only after its framing, CRC, field values and position in the
+    stream have been checked; the caller may stop at any time.
+    """
+    with _binary(source) as handle:
+        units = UnitSource(handle)
+        first_header: SequenceHeader | None = None
+        stream_number = 0
+        while True:
+            start = units.position
+            minor = units.read_prefix()
+            if minor is None:
+                if stream_number == 0:
+                    raise InvalidDataError("truncated", "empty input", 0)
+                return
+            validator = StreamValidator()
+            while not validator.finished:
+                raw = units.read_unit()
+                try:
+                    unit = _parse(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor)
+                    check_unit(unit, validator.header)
+                    validator.feed(unit, raw.offset - start)
+                    if isinstance(unit, SequenceHeader):
+                        first_header = _check_concatenation(first_header, unit)
+                except InvalidDataError as err:
+                    if err.offset is None:
+                        err = InvalidDataError(err.code, err.message, raw.offset)
+                    raise err from None
+                yield ReadUnit(unit, raw.offset, raw.offset - start, raw.size, stream_number, raw.unit_type)
+            stream_number += 1
+
+
+def _parse(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int) -> Unit:
+    if unit_type == 0:
+        raise InvalidDataError("bad_field", "unit_type 0 is forbidden")
+    try:
+        kind = UnitType(unit_type)
+    except ValueError:
+        if may_ignore:
+            return UnknownUnit(unit_type, payload)
+        raise InvalidDataError("unsupported_unit", f"unit type {unit_type} is unknown and not ignorable") from None
+    if may_ignore != (kind in IGNORABLE_TYPES):
+        raise InvalidDataError("bad_field", f"may_ignore is {int(may_ignore)} on a {kind.name.lower()} unit")
+    if header is None and kind != UnitType.SEQUENCE_HEADER:
+        raise InvalidDataError("bad_unit_order", "the first unit of a stream is not a sequence header")
+    return decode_payload(kind, payload, header, minor)
+
+
+def _check_concatenation(first: SequenceHeader | None, header: SequenceHeader) -> SequenceHeader:
+    """All streams of one file form one video: same model, output size and frame rate."""
+    if first is not None:
+        same = (first.model_name, first.model_hash, first.width, first.height, first.fps_num, first.fps_den) == (
+            header.model_name, header.model_hash, header.width, header.height, header.fps_num, header.fps_den)
+        if not same:
+            raise InvalidDataError("stream_mismatch", "a concatenated stream differs in model, size or frame rate")
+        return first
+    return header
+
+
+@dataclass
+class Scene:
+    """One scene of a stream: its start unit, the cut marker before it if any, its keyframes."""
+
+    start: ReadUnit
+    cut: ReadUnit | None = None
+    keyframes: list[ReadUnit] = field(default_factory=list)
+
+    @property
+    def first_frame(self) -> int:
+        return self.start.unit.first_frame
+
+    @property
+    def last_frame(self) -> int:
+        return self.keyframes[-1].unit.frame_index
+
+
+@dataclass
+class Stream:
+    """All units of one stream, grouped."""
+
+    header: SequenceHeader
+    header_unit: ReadUnit
+    end: EndOfStream
+    units: list[ReadUnit]
+    scenes: list[Scene]
+    metadata: list[tuple[str, str]]
+    index: Index | None
+    first_frame: int          # display index of this stream's frame 0 in the whole file
+
+    @property
+    def frame_count(self) -> int:
+        return self.end.frame_count
+
+    @property
+    def size(self) -> int:
+        """Bytes of the stream, signature to end-of-stream unit."""
+        return PREFIX_SIZE + sum(u.size for u in self.units)
+
+
+def read_streams(source: Source) -> list[Stream]:
+    """Read a whole file into `Stream`s (one per concatenated stream)."""
+    streams: list[Stream] = []
+    current: list[ReadUnit] = []
+    first_frame = 0
+    for item in read_units(source):
+        current.append(item)
+        if isinstance(item.unit, EndOfStream):
+            stream = _group(current, first_frame)
+            streams.append(stream)
+            first_frame += stream.frame_count
+            current = []
+    return streams
+
+
+def _group(units: list[ReadUnit], first_frame: int) -> Stream:
+    scenes: list[Scene] = []
+    metadata: list[tuple[str, str]] = []
+    index = None
+    cut = None
+    for item in units:
+        unit = item.unit
+        if isinstance(unit, SceneCut):
+            cut = item
+        elif isinstance(unit, SceneStart):
+            scenes.append(Scene(item, cut))
+            cut = None
+        elif isinstance(unit, Keyframe):
+            scenes[-1].keyframes.append(item)
+        elif isinstance(unit, Metadata):
+            metadata.extend(unit.entries)
+        elif isinstance(unit, Index):
+            index = unit
+    return Stream(units[0].unit, units[0], units[-1].unit, units, scenes, metadata, index, first_frame)

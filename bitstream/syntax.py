@@ -1,0 +1,347 @@
+"""Unit payload syntax (SPEC.md, "Unit payload syntax"): bytes <-> unit dataclasses.
+
+The fixed-layout parts of every payload are declared once as `construct` structs, which
+read and write them; the variable parts (8-bit symbol arrays, stored or entropy coded)
+follow them. Value checks live in `validation`; this module only turns bytes into
+fields and back, raising `InvalidDataError` for payloads that do not parse.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from construct import (
+    Array,
+    Bytes,
+    Construct,
+    ConstructError,
+    Float32l,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    Int64ul,
+    PascalString,
+    PrefixedArray,
+    Struct,
+    stream_read,
+    stream_write,
+)
+
+from . import entropy
+from .errors import InvalidDataError
+from .leb128 import decode_leb128, encode_leb128
+from .limits import MAX_LEB128_BYTES
+from .units import (
+    Coding,
+    EndOfStream,
+    Index,
+    IndexEntry,
+    Keyframe,
+    LatentCodec,
+    Metadata,
+    NoiseAlgorithm,
+    PredictionType,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    Unit,
+    UnitType,
+)
+
+
+class _Leb128(Construct):
+    """The `leb128()` descriptor as a construct field (shortest form only)."""
+
+    def _parse(self, stream, context, path):
+        data = bytearray()
+        while True:
+            data += stream_read(stream, 1, path)
+            if not data[-1] & 0x80 or len(data) >= MAX_LEB128_BYTES:
+                break
+        value, _ = decode_leb128(bytes(data), 0, MAX_LEB128_BYTES)
+        return value
+
+    def _build(self, obj, stream, context, path):
+        stream_write(stream, encode_leb128(obj), len(encode_leb128(obj)), path)
+        return obj
+
+
+Leb128 = _Leb128()
+
+SEQUENCE_HEADER = Struct(
+    "model_name" / PascalString(Int8ul, "ascii"),
+    "model_hash" / Bytes(32),
+    "width" / Int16ul,
+    "height" / Int16ul,
+    "fps_num" / Int32ul,
+    "fps_den" / Int32ul,
+    "frame_count" / Int32ul,
+    "latent_channels" / Int8ul,
+    "latent_downsampling" / Int8ul,
+    "size_multiple" / Int16ul,
+    "cond_tokens" / Int16ul,
+    "cond_dim" / Int16ul,
+    "noise_algorithm" / Int8ul,
+    "noise_seed" / Int32ul,
+    "prev_weight" / Float32l,
+    "noise_weight" / Float32l,
+    "timestep" / Int16ul,
+    "alpha_bar" / Float32l,
+    "prediction_type" / Int8ul,
+    "colour_primaries" / Int8ul,
+    "transfer_characteristics" / Int8ul,
+    "matrix_coefficients" / Int8ul,
+    "full_range" / Int8ul,
+)
+
+_HEADER_FIELDS = tuple(sub.name for sub in SEQUENCE_HEADER.subcons)
+
+SCENE_START_HEAD = Struct(
+    "first_frame" / Int32ul,
+    "latent_codec" / Int8ul,
+    "coding" / Int8ul,
+)
+Q8_CHANNEL = Struct("scale" / Float32l, "zero_point" / Int8ul)
+
+SCENE_CUT = Struct("frame_index" / Int32ul)
+
+KEYFRAME_HEAD = Struct(
+    "frame_index" / Int32ul,
+    "rank" / Int8ul,
+    "coding" / Int8ul,
+    "u_scale" / Float32l,
+    "u_zero_point" / Int8ul,
+    "v_scale" / Float32l,
+    "v_zero_point" / Int8ul,
+)
+
+METADATA = Struct(
+    "entries" / PrefixedArray(Leb128, Struct(
+        "key" / PascalString(Leb128, "utf8"),
+        "value" / PascalString(Leb128, "utf8"),
+    )),
+)
+
+INDEX = Struct(
+    "entries" / PrefixedArray(Leb128, Struct(
+        "unit_type" / Int8ul,
+        "frame_index" / Int32ul,
+        "offset" / Int64ul,
+    )),
+)
+
+END_OF_STREAM = Struct("frame_count" / Int32ul, "index_offset" / Int64ul)
+
+#: Bytes per stored value of each latent codec: also the number of byte planes that
+#: entropy coding splits a float latent into.
+LATENT_BYTES = {LatentCodec.F32: 4, LatentCodec.F16: 2, LatentCodec.Q8: 1}
+_LATENT_DTYPE = {LatentCodec.F32: np.dtype("<f4"), LatentCodec.F16: np.dtype("<f2"), LatentCodec.Q8: np.dtype("u1")}
+
+END_OF_STREAM_UNIT_SIZE = 1 + 1 + END_OF_STREAM.sizeof() + 4
+"""Bytes of a whole end-of-stream unit: a reader can find it at a fixed distance from EOF."""
+
+
+# ---------------------------------------------------------------- symbol arrays
+
+
+def _write_symbols(out: io.BytesIO, symbols: np.ndarray, coding: Coding) -> None:
+    flat = np.ascontiguousarray(symbols, dtype=np.uint8).reshape(-1)
+    out.write(entropy.encode_symbols(flat) if coding == Coding.ENTROPY else flat.tobytes())
+
+
+def _read_symbols(payload: memoryview, offset: int, count: int, coding: Coding) -> tuple[np.ndarray, int]:
+    if coding == Coding.ENTROPY:
+        try:
+            return entropy.decode_symbols(payload, offset, count)
+        except InvalidDataError as err:
+            if err.code != "truncated":
+                raise
+            raise InvalidDataError("bad_payload_size", f"payload ends inside coded symbols: {err.message}") from None
+    if offset + count > len(payload):
+        raise InvalidDataError("bad_payload_size", "payload ends inside stored symbols")
+    return np.frombuffer(payload, dtype=np.uint8, count=count, offset=offset).copy(), offset + count
+
+
+def _latent_planes(latent: np.ndarray, codec: LatentCodec) -> np.ndarray:
+    """Split a stored latent into its byte planes: [bytes_per_value, values] uint8."""
+    raw = np.ascontiguousarray(latent, dtype=_LATENT_DTYPE[codec]).reshape(-1)
+    return raw.view(np.uint8).reshape(-1, LATENT_BYTES[codec]).T
+
+
+def _symbol_groups(codec: LatentCodec, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(number of coded_symbols blocks, symbols per block) of an entropy-coded latent."""
+    channels, height, width = shape
+    if codec == LatentCodec.Q8:
+        return channels, height * width
+    return LATENT_BYTES[codec], channels * height * width
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_payload(unit: Unit) -> bytes:
+    """Serialize a unit's payload (the unit header, size and CRC are `framing`'s job)."""
+    out = io.BytesIO()
+    if isinstance(unit, SequenceHeader):
+        fields = {name: getattr(unit, name) for name in _HEADER_FIELDS}
+        fields["full_range"] = int(unit.full_range)
+        SEQUENCE_HEADER.build_stream(fields, out)
+    elif isinstance(unit, SceneStart):
+        SCENE_START_HEAD.build_stream(
+            {"first_frame": unit.first_frame, "latent_codec": unit.latent_codec, "coding": unit.coding}, out)
+        if unit.latent_codec == LatentCodec.Q8:
+            for scale, zero in zip(unit.q_scale, unit.q_zero_point):
+                Q8_CHANNEL.build_stream({"scale": scale, "zero_point": zero}, out)
+        _write_latent(out, unit)
+    elif isinstance(unit, SceneCut):
+        SCENE_CUT.build_stream({"frame_index": unit.frame_index}, out)
+    elif isinstance(unit, Keyframe):
+        KEYFRAME_HEAD.build_stream({
+            "frame_index": unit.frame_index, "rank": unit.rank, "coding": unit.coding,
+            "u_scale": unit.u_scale, "u_zero_point": unit.u_zero_point,
+            "v_scale": unit.v_scale, "v_zero_point": unit.v_zero_point}, out)
+        _write_symbols(out, unit.u, unit.coding)
+        _write_symbols(out, unit.v, unit.coding)
+    elif isinstance(unit, Metadata):
+        METADATA.build_stream({"entries": [{"key": k, "value": v} for k, v in unit.entries]}, out)
+    elif isinstance(unit, Index):
+        INDEX.build_stream({"entries": [
+            {"unit_type": e.unit_type, "frame_index": e.frame_index, "offset": e.offset} for e in unit.entries]}, out)
+    elif isinstance(unit, EndOfStream):
+        END_OF_STREAM.build_stream({"frame_count": unit.frame_count, "index_offset": unit.index_offset}, out)
+    else:
+        return bytes(unit.payload)
+    return out.getvalue()
+
+
+def _write_latent(out: io.BytesIO, unit: SceneStart) -> None:
+    if unit.coding == Coding.RAW:
+        out.write(np.ascontiguousarray(unit.latent, dtype=_LATENT_DTYPE[unit.latent_codec]).tobytes())
+    elif unit.latent_codec == LatentCodec.Q8:
+        for channel in unit.latent:
+            _write_symbols(out, channel, Coding.ENTROPY)
+    else:
+        for plane in _latent_planes(unit.latent, unit.latent_codec):
+            _write_symbols(out, plane, Coding.ENTROPY)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_payload(unit_type: int, payload: bytes | memoryview, header: SequenceHeader | None,
+                   minor_version: int) -> Unit:
+    """Parse the payload of a known unit type.
+
+    `header` is the stream's sequence header (None while parsing the header itself): it
+    fixes the sizes of factor and latent arrays. In a version 1.0 stream every payload
+    byte must belong to a field; a stream of a later minor version may append fields,
+    which this decoder skips (SPEC.md, "Versioning").
+    """
+    payload = memoryview(payload)
+    stream = io.BytesIO(payload)
+    try:
+        unit, end = _decode(UnitType(unit_type), payload, stream, header)
+    except ConstructError as err:
+        raise InvalidDataError("bad_payload_size", f"{UnitType(unit_type).name.lower()} payload does not parse: "
+                               f"{str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise InvalidDataError("bad_field", "metadata text is not valid UTF-8") from None
+    if end != len(payload) and minor_version == 0:
+        raise InvalidDataError("bad_payload_size",
+                               f"{len(payload) - end} bytes after the last field of a {UnitType(unit_type).name.lower()}")
+    return unit
+
+
+def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO,
+            header: SequenceHeader | None) -> tuple[Unit, int]:
+    if kind == UnitType.SEQUENCE_HEADER:
+        f = SEQUENCE_HEADER.parse_stream(stream)
+        return _header_from_fields(f), stream.tell()
+    if kind == UnitType.SCENE_START:
+        return _decode_scene_start(payload, stream, header)
+    if kind == UnitType.SCENE_CUT:
+        return SceneCut(SCENE_CUT.parse_stream(stream).frame_index), stream.tell()
+    if kind == UnitType.KEYFRAME:
+        return _decode_keyframe(payload, stream, header)
+    if kind == UnitType.METADATA:
+        f = METADATA.parse_stream(stream)
+        return Metadata(tuple((e.key, e.value) for e in f.entries)), stream.tell()
+    if kind == UnitType.INDEX:
+        f = INDEX.parse_stream(stream)
+        entries = []
+        for e in f.entries:
+            if e.unit_type not in (UnitType.SCENE_START, UnitType.KEYFRAME):
+                raise InvalidDataError("bad_index", f"index entry names unit type {e.unit_type}")
+            entries.append(IndexEntry(UnitType(e.unit_type), e.frame_index, e.offset))
+        return Index(tuple(entries)), stream.tell()
+    f = END_OF_STREAM.parse_stream(stream)
+    return EndOfStream(f.frame_count, f.index_offset), stream.tell()
+
+
+def _header_from_fields(f) -> SequenceHeader:
+    noise = _enum(NoiseAlgorithm, f.noise_algorithm, "noise_algorithm")
+    prediction = _enum(PredictionType, f.prediction_type, "prediction_type")
+    if f.full_range > 1:
+        raise InvalidDataError("bad_field", f"full_range is {f.full_range}, not 0 or 1")
+    values = {name: f[name] for name in _HEADER_FIELDS}
+    values.update(noise_algorithm=noise, prediction_type=prediction, full_range=bool(f.full_range))
+    return SequenceHeader(**values)
+
+
+def _enum(kind: type, value: int, field: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidDataError("bad_field", f"{field} {value} is not defined") from None
+
+
+def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
+                        header: SequenceHeader) -> tuple[SceneStart, int]:
+    f = SCENE_START_HEAD.parse_stream(stream)
+    codec = _enum(LatentCodec, f.latent_codec, "latent_codec")
+    coding = _enum(Coding, f.coding, "coding")
+    shape = header.latent_shape
+    scales: tuple[float, ...] = ()
+    zeros: tuple[int, ...] = ()
+    if codec == LatentCodec.Q8:
+        channels = Array(shape[0], Q8_CHANNEL).parse_stream(stream)
+        scales = tuple(c.scale for c in channels)
+        zeros = tuple(c.zero_point for c in channels)
+    offset = stream.tell()
+    count = shape[0] * shape[1] * shape[2]
+    dtype = _LATENT_DTYPE[codec]
+    if coding == Coding.RAW:
+        size = count * dtype.itemsize
+        if offset + size > len(payload):
+            raise InvalidDataError("bad_payload_size", "payload ends inside the stored latent")
+        latent = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).copy()
+        offset += size
+    else:
+        blocks, per_block = _symbol_groups(codec, shape)
+        parts = []
+        for _ in range(blocks):
+            part, offset = _read_symbols(payload, offset, per_block, Coding.ENTROPY)
+            parts.append(part)
+        if codec == LatentCodec.Q8:
+            latent = np.concatenate(parts)
+        else:
+            latent = np.ascontiguousarray(np.stack(parts, axis=1)).view(dtype).reshape(-1)
+    latent = latent.reshape(shape)
+    return SceneStart(f.first_frame, codec, coding, latent, scales, zeros), offset
+
+
+def _decode_keyframe(payload: memoryview, stream: io.BytesIO,
+                     header: SequenceHeader) -> tuple[Keyframe, int]:
+    f = KEYFRAME_HEAD.parse_stream(stream)
+    coding = _enum(Coding, f.coding, "coding")
+    rank = f.rank
+    # The rank is checked against its cap before any factor array is sized from it.
+    max_rank = min(header.cond_tokens, header.cond_dim, 255)
+    if not 1 <= rank <= max_rank:
+        raise InvalidDataError("bad_field", f"rank {rank} outside 1..{max_rank}")
+    offset = stream.tell()
+    u, offset = _read_symbols(payload, offset, header.cond_tokens * rank, coding)
+    v, offset = _read_symbols(payload, offset, rank * header.cond_dim, coding)
+    unit = Keyframe(f.frame_index, coding, u.reshape(header.cond_tokens, rank), v.reshape(rank, header.cond_dim),
+                    f.u_scale, f.u_zero_point, f.v_scale, f.v_zero_point)
+    return unit, offset

@@ -1,0 +1,208 @@
+"""The units of a `.pmt` stream as plain Python values (SPEC.md, "Unit semantics").
+
+These dataclasses are what the reader yields and the writer takes. They hold the coded
+values themselves (8-bit factors, stored latents), never model tensors: turning them
+into conditioning and images is the decoding process, outside this package.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class UnitType(IntEnum):
+    """`unit_type` values of version 1 (SPEC.md, "Unit types")."""
+
+    SEQUENCE_HEADER = 1
+    SCENE_START = 2
+    SCENE_CUT = 3
+    KEYFRAME = 4
+    METADATA = 5
+    INDEX = 6
+    END_OF_STREAM = 7
+
+
+#: Unit types whose `may_ignore` flag is 1: a decoder loses nothing by skipping them.
+IGNORABLE_TYPES = frozenset({UnitType.METADATA, UnitType.INDEX})
+
+
+class Coding(IntEnum):
+    """How 8-bit symbols (factors, quantized latents) are stored."""
+
+    RAW = 0
+    ENTROPY = 1
+
+
+class LatentCodec(IntEnum):
+    """How a scene's first-frame latent is represented."""
+
+    F32 = 0
+    F16 = 1
+    Q8 = 2
+
+
+class PredictionType(IntEnum):
+    """What the generator's network predicts (SPEC.md, "Single-step denoising")."""
+
+    EPSILON = 0
+    V_PREDICTION = 1
+    SAMPLE = 2
+
+
+class NoiseAlgorithm(IntEnum):
+    """Generators of the fixed noise tensor (SPEC.md, "The noise tensor")."""
+
+    MT19937_POLAR = 1
+
+
+@dataclass(frozen=True)
+class SequenceHeader:
+    """Everything a decoder needs before the first scene."""
+
+    model_name: str
+    model_hash: bytes
+    width: int
+    height: int
+    fps_num: int
+    fps_den: int
+    frame_count: int
+    latent_channels: int
+    latent_downsampling: int
+    size_multiple: int
+    cond_tokens: int
+    cond_dim: int
+    noise_algorithm: NoiseAlgorithm
+    noise_seed: int
+    prev_weight: float
+    noise_weight: float
+    timestep: int
+    alpha_bar: float
+    prediction_type: PredictionType
+    colour_primaries: int = 1
+    transfer_characteristics: int = 13
+    matrix_coefficients: int = 0
+    full_range: bool = True
+
+    @property
+    def coded_width(self) -> int:
+        """Width the generator produces: `width` rounded up to `size_multiple`."""
+        return -(-self.width // self.size_multiple) * self.size_multiple
+
+    @property
+    def coded_height(self) -> int:
+        """Height the generator produces: `height` rounded up to `size_multiple`."""
+        return -(-self.height // self.size_multiple) * self.size_multiple
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every latent of the stream."""
+        d = self.latent_downsampling
+        return (self.latent_channels, self.coded_height // d, self.coded_width // d)
+
+    @property
+    def fps(self) -> str:
+        """The frame rate as a rational string, e.g. "30/1"."""
+        return f"{self.fps_num}/{self.fps_den}"
+
+
+@dataclass(frozen=True)
+class SceneStart:
+    """Starts a scene: its first frame and the latent that frame continues from.
+
+    `latent` is the stored form: float32 or float16 [C, H, W] for the float codecs,
+    uint8 [C, H, W] for Q8 with one `q_scale`/`q_zero_point` per channel.
+    """
+
+    first_frame: int
+    latent_codec: LatentCodec
+    coding: Coding
+    latent: np.ndarray
+    q_scale: tuple[float, ...] = ()
+    q_zero_point: tuple[int, ...] = ()
+
+    def dequantized_latent(self) -> np.ndarray:
+        """The latent as float32 [C, H, W], exactly as SPEC.md's decoding process defines."""
+        if self.latent_codec == LatentCodec.Q8:
+            scale = np.asarray(self.q_scale, dtype=np.float32)[:, None, None]
+            zero = np.asarray(self.q_zero_point, dtype=np.float32)[:, None, None]
+            return scale * (self.latent.astype(np.float32) - zero)
+        return self.latent.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SceneCut:
+    """Marks that the content changes abruptly at `frame_index` (a new scene follows)."""
+
+    frame_index: int
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """The 8-bit low-rank factors of one keyframe's prompt.
+
+    `u` is uint8 [cond_tokens, rank], `v` uint8 [rank, cond_dim]; their real values are
+    `scale * (q - zero_point)`.
+    """
+
+    frame_index: int
+    coding: Coding
+    u: np.ndarray
+    v: np.ndarray
+    u_scale: float
+    u_zero_point: int
+    v_scale: float
+    v_zero_point: int
+
+    @property
+    def rank(self) -> int:
+        return int(self.u.shape[1])
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Free key/value text, e.g. the encoder's name, version and settings."""
+
+    entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One seek point: a scene start or keyframe unit and its byte offset in the stream."""
+
+    unit_type: UnitType
+    frame_index: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Index:
+    """Offsets of every scene start and keyframe unit, for seeking."""
+
+    entries: tuple[IndexEntry, ...]
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Closes a stream: the frames it holds and where its index unit is (0: none)."""
+
+    frame_count: int
+    index_offset: int = 0
+
+
+@dataclass(frozen=True)
+class UnknownUnit:
+    """An ignorable unit of a type this version does not define, kept verbatim."""
+
+    unit_type: int
+    payload: bytes = field(repr=False)
+
+
+Unit = SequenceHeader | SceneStart | SceneCut | Keyframe | Metadata | Index | EndOfStream | UnknownUnit
+
+
+def is_f32(value: float) -> bool:
+    """True when `value` is finite and survives a round trip through binary32."""
+    return math.isfinite(value) and float(np.float32(value)) == value

@@ -1,0 +1,238 @@
+"""The constraints of SPEC.md that a stream must meet beyond its syntax.
+
+`check_unit` checks one unit's field values ("Limits and forbidden values");
+`StreamValidator` checks the order of units and their frame indices ("Stream
+structure"). The reader runs both on what it reads and the writer on what it is asked
+to write, so the library cannot produce a stream it would refuse.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from .errors import InvalidDataError
+from .limits import (
+    LATENT_DOWNSAMPLING,
+    MAX_COND_DIM,
+    MAX_COND_TOKENS,
+    MAX_DIMENSION,
+    MAX_FPS_TERM,
+    MAX_FRAME_INDEX,
+    MAX_INDEX_ENTRIES,
+    MAX_KEYFRAME_INTERVAL,
+    MAX_LATENT_CHANNELS,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY,
+    MAX_METADATA_VALUE,
+    MAX_MODEL_NAME,
+    MAX_RANK,
+    MAX_SIZE_MULTIPLE,
+    MAX_UNIT_SIZE,
+)
+from .units import (
+    EndOfStream,
+    Index,
+    IndexEntry,
+    Keyframe,
+    LatentCodec,
+    Metadata,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    Unit,
+    UnitType,
+    UnknownUnit,
+)
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+_KEY = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+
+
+def _require(condition: bool, code: str, message: str) -> None:
+    if not condition:
+        raise InvalidDataError(code, message)
+
+
+def _cap(value: int, low: int, high: int, name: str) -> None:
+    """A value above its cap is `size_limit`; below its minimum, `bad_field`."""
+    _require(value <= high, "size_limit", f"{name} {value} exceeds its cap {high}")
+    _require(value >= low, "bad_field", f"{name} {value} is below {low}")
+
+
+def _scale(value: float, name: str) -> None:
+    _require(math.isfinite(value) and value > 0, "bad_field", f"{name} {value} is not a finite positive number")
+
+
+def check_header(h: SequenceHeader) -> None:
+    """Check every field of a sequence header against SPEC.md's limits."""
+    _require(1 <= len(h.model_name) <= MAX_MODEL_NAME and _NAME.match(h.model_name) is not None,
+             "bad_field", f"model_name {h.model_name!r} is not 1..{MAX_MODEL_NAME} characters of [a-z0-9._-]")
+    _require(len(h.model_hash) == 32, "bad_field", "model_hash is not 32 bytes")
+    _cap(h.width, 1, MAX_DIMENSION, "width")
+    _cap(h.height, 1, MAX_DIMENSION, "height")
+    _cap(h.fps_num, 1, MAX_FPS_TERM, "fps_num")
+    _cap(h.fps_den, 1, MAX_FPS_TERM, "fps_den")
+    _cap(h.frame_count, 0, MAX_FRAME_INDEX, "frame_count")
+    _cap(h.latent_channels, 1, MAX_LATENT_CHANNELS, "latent_channels")
+    _require(h.latent_downsampling in LATENT_DOWNSAMPLING, "bad_field",
+             f"latent_downsampling {h.latent_downsampling} is not a power of two up to 64")
+    _cap(h.size_multiple, 1, MAX_SIZE_MULTIPLE, "size_multiple")
+    _require(h.size_multiple % h.latent_downsampling == 0, "bad_field",
+             f"size_multiple {h.size_multiple} is not a multiple of latent_downsampling {h.latent_downsampling}")
+    channels, height, width = h.latent_shape
+    _require(channels * height * width * 4 <= MAX_UNIT_SIZE - 1024, "size_limit",
+             f"a {channels}x{height}x{width} float32 latent does not fit in one unit")
+    _cap(h.cond_tokens, 1, MAX_COND_TOKENS, "cond_tokens")
+    _cap(h.cond_dim, 1, MAX_COND_DIM, "cond_dim")
+    for name in ("prev_weight", "noise_weight"):
+        value = getattr(h, name)
+        _require(math.isfinite(value) and 0.0 <= value <= 1.0, "bad_field", f"{name} {value} is not in [0, 1]")
+    _require(math.isfinite(h.alpha_bar) and 0.0 < h.alpha_bar <= 1.0, "bad_field",
+             f"alpha_bar {h.alpha_bar} is not in (0, 1]")
+
+
+def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
+    """Check one unit's field values; `header` is the stream's sequence header."""
+    if isinstance(unit, SequenceHeader):
+        check_header(unit)
+    elif isinstance(unit, SceneStart):
+        _cap(unit.first_frame, 0, MAX_FRAME_INDEX - 1, "first_frame")
+        _require(unit.latent.shape == header.latent_shape, "bad_field",
+                 f"latent shape {unit.latent.shape} is not the header's {header.latent_shape}")
+        if unit.latent_codec == LatentCodec.Q8:
+            _require(len(unit.q_scale) == len(unit.q_zero_point) == header.latent_channels, "bad_field",
+                     "a q8 latent needs one scale and zero point per channel")
+            for scale in unit.q_scale:
+                _scale(scale, "latent scale")
+            _require(all(0 <= z <= 255 for z in unit.q_zero_point), "bad_field", "latent zero point outside 0..255")
+        else:
+            _require(bool(np.isfinite(unit.latent).all()), "bad_field", "the latent holds NaN or infinity")
+    elif isinstance(unit, SceneCut):
+        _cap(unit.frame_index, 1, MAX_FRAME_INDEX - 1, "scene cut frame_index")
+    elif isinstance(unit, Keyframe):
+        _cap(unit.frame_index, 0, MAX_FRAME_INDEX - 1, "keyframe frame_index")
+        max_rank = min(header.cond_tokens, header.cond_dim, MAX_RANK)
+        _cap(unit.rank, 1, max_rank, "rank")
+        _require(unit.u.shape == (header.cond_tokens, unit.rank) and unit.v.shape == (unit.rank, header.cond_dim),
+                 "bad_field", f"factor shapes {unit.u.shape} and {unit.v.shape} do not match the header")
+        _scale(unit.u_scale, "u_scale")
+        _scale(unit.v_scale, "v_scale")
+        _require(0 <= unit.u_zero_point <= 255 and 0 <= unit.v_zero_point <= 255, "bad_field",
+                 "factor zero point outside 0..255")
+    elif isinstance(unit, Metadata):
+        _cap(len(unit.entries), 0, MAX_METADATA_ENTRIES, "metadata entry count")
+        for key, value in unit.entries:
+            _cap(len(key.encode()), 1, MAX_METADATA_KEY, "metadata key length")
+            _require(_KEY.match(key) is not None, "bad_field", f"metadata key {key!r} is not [a-z0-9._-]")
+            _cap(len(value.encode()), 0, MAX_METADATA_VALUE, "metadata value length")
+    elif isinstance(unit, Index):
+        _cap(len(unit.entries), 0, MAX_INDEX_ENTRIES, "index entry count")
+    elif isinstance(unit, EndOfStream):
+        _cap(unit.frame_count, 1, MAX_FRAME_INDEX, "end_of_stream frame_count")
+
+
+class StreamValidator:
+    """Checks that a stream's units come in SPEC.md's order with consistent frames.
+
+    Feed it every unit of one stream, with the byte offset of the unit from the start
+    of the stream's signature, in stream order. It raises `InvalidDataError` at the first
+    violation and remembers the seek points the index unit must list.
+    """
+
+    def __init__(self) -> None:
+        self.header: SequenceHeader | None = None
+        self.seek_points: list[IndexEntry] = []
+        self.frames = 0                # frames coded by the scenes completed so far
+        self._last_keyframe: int | None = None
+        self._scene_first: int | None = None
+        self._scene_rank: int | None = None
+        self._pending_cut: int | None = None
+        self._index: tuple[int, Index] | None = None
+        self.finished = False
+
+    def feed(self, unit: Unit, offset: int) -> None:
+        _require(not self.finished, "bad_unit_order", "a unit follows the end-of-stream unit")
+        if self.header is None:
+            _require(isinstance(unit, SequenceHeader), "bad_unit_order",
+                     "the first unit of a stream is not a sequence header")
+            self.header = unit
+            return
+        _require(not isinstance(unit, SequenceHeader), "bad_unit_order", "a second sequence header")
+        if self._pending_cut is not None:
+            _require(isinstance(unit, SceneStart), "bad_unit_order", "a scene cut is not followed by a scene start")
+        if self._index is not None:
+            _require(isinstance(unit, EndOfStream), "bad_unit_order", "the index unit is not the last before the end")
+        if isinstance(unit, SceneStart):
+            self._start_scene(unit, offset)
+        elif isinstance(unit, SceneCut):
+            _require(self._scene_first is not None, "bad_unit_order", "a scene cut before the first scene")
+            self._pending_cut = unit.frame_index
+        elif isinstance(unit, Keyframe):
+            self._keyframe(unit, offset)
+        elif isinstance(unit, Index):
+            _require(self._scene_first is not None, "bad_unit_order", "an index unit before the first scene")
+            self._index = (offset, unit)
+        elif isinstance(unit, EndOfStream):
+            self._end(unit)
+        else:
+            _require(isinstance(unit, (Metadata, UnknownUnit)), "bad_unit_order", f"unexpected unit {unit!r}")
+
+    def _start_scene(self, unit: SceneStart, offset: int) -> None:
+        if self._scene_first is not None:
+            _require(self._last_keyframe is not None, "bad_unit_order", "a scene without keyframes")
+        _require(unit.first_frame == self.frames_so_far, "frame_order",
+                 f"scene starts at frame {unit.first_frame}, expected {self.frames_so_far}")
+        if self._pending_cut is not None:
+            _require(self._pending_cut == unit.first_frame, "frame_order",
+                     f"scene cut at frame {self._pending_cut} but the scene starts at {unit.first_frame}")
+        self.frames = self.frames_so_far
+        self._pending_cut = None
+        self._scene_first = unit.first_frame
+        self._last_keyframe = None
+        self._scene_rank = None
+        self.seek_points.append(IndexEntry(UnitType.SCENE_START, unit.first_frame, offset))
+
+    def _keyframe(self, unit: Keyframe, offset: int) -> None:
+        _require(self._scene_first is not None, "bad_unit_order", "a keyframe before the first scene start")
+        if self._last_keyframe is None:
+            _require(unit.frame_index == self._scene_first, "frame_order",
+                     f"first keyframe of the scene is frame {unit.frame_index}, not {self._scene_first}")
+        else:
+            interval = unit.frame_index - self._last_keyframe
+            _require(interval >= 1, "frame_order",
+                     f"keyframe {unit.frame_index} does not follow keyframe {self._last_keyframe}")
+            _require(interval <= MAX_KEYFRAME_INTERVAL, "size_limit",
+                     f"keyframe interval {interval} exceeds its cap {MAX_KEYFRAME_INTERVAL}")
+            _require(unit.rank == self._scene_rank, "rank_mismatch",
+                     f"rank {unit.rank} in a scene of rank {self._scene_rank}")
+        self._last_keyframe = unit.frame_index
+        self._scene_rank = unit.rank
+        self.seek_points.append(IndexEntry(UnitType.KEYFRAME, unit.frame_index, offset))
+
+    @property
+    def frames_so_far(self) -> int:
+        """Frames coded so far: up to and including the last keyframe read."""
+        return self.frames if self._last_keyframe is None else self._last_keyframe + 1
+
+    def _end(self, unit: EndOfStream) -> None:
+        _require(self._scene_first is not None and self._last_keyframe is not None, "bad_unit_order",
+                 "a stream without keyframes")
+        _require(self._pending_cut is None, "bad_unit_order", "a scene cut at the end of the stream")
+        frames = self.frames_so_far
+        _require(unit.frame_count == frames, "frame_count_mismatch",
+                 f"end_of_stream says {unit.frame_count} frames, the stream codes {frames}")
+        declared = self.header.frame_count
+        _require(declared in (0, frames), "frame_count_mismatch",
+                 f"sequence header says {declared} frames, the stream codes {frames}")
+        if self._index is None:
+            _require(unit.index_offset == 0, "bad_index", "index_offset points to a missing index unit")
+        else:
+            offset, index = self._index
+            _require(unit.index_offset == offset, "bad_index",
+                     f"index_offset {unit.index_offset} is not the index unit's offset {offset}")
+            _require(list(index.entries) == self.seek_points, "bad_index",
+                     "the index does not list every scene start and keyframe unit")
+        self.frames = frames
+        self.finished = True

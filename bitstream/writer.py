@@ -1,0 +1,95 @@
+"""Writing `.pmt` streams incrementally (SPEC.md, "File structure").
+
+`StreamWriter` writes each unit as soon as it is given, so a live encoder can stream
+to a pipe; `close()` appends the index (seek points of every scene start and keyframe)
+and the end-of-stream unit. Every unit is checked by the same rules the reader applies
+before a byte of it is written.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from .framing import frame_unit, stream_prefix
+from .syntax import encode_payload
+from .units import (
+    IGNORABLE_TYPES,
+    EndOfStream,
+    Index,
+    Keyframe,
+    Metadata,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    Unit,
+    UnitType,
+    UnknownUnit,
+)
+from .validation import StreamValidator, check_unit
+
+
+class StreamWriter:
+    """Writes one stream to a binary sink; use as a context manager or call `close()`.
+
+    `write_index=False` leaves out the index unit (streams written live, whose readers
+    never seek, save its bytes).
+    """
+
+    def __init__(self, sink: BinaryIO, header: SequenceHeader, *, write_index: bool = True) -> None:
+        self._sink = sink
+        self._write_index = write_index
+        self._validator = StreamValidator()
+        self.size = 0
+        self._emit(stream_prefix())
+        self.write(header)
+
+    @property
+    def header(self) -> SequenceHeader:
+        return self._validator.header
+
+    def _emit(self, data: bytes) -> None:
+        self._sink.write(data)
+        self.size += len(data)
+
+    def write(self, unit: Unit) -> int:
+        """Check and write one unit; return its size in bytes."""
+        check_unit(unit, self._validator.header)
+        self._validator.feed(unit, self.size)
+        if isinstance(unit, UnknownUnit):
+            data = frame_unit(unit.unit_type, unit.payload, may_ignore=True)
+        else:
+            kind = _unit_type(unit)
+            data = frame_unit(kind, encode_payload(unit), may_ignore=kind in IGNORABLE_TYPES)
+        self._emit(data)
+        return len(data)
+
+    def close(self) -> int:
+        """Write the index (if enabled) and the end-of-stream unit; return the stream size."""
+        index_offset = 0
+        if self._write_index:
+            index_offset = self.size
+            self.write(Index(tuple(self._validator.seek_points)))
+        self.write(EndOfStream(self._validator.frames_so_far, index_offset))
+        self._sink.flush()
+        return self.size
+
+    def __enter__(self) -> "StreamWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+_TYPES: dict[type, UnitType] = {
+    SequenceHeader: UnitType.SEQUENCE_HEADER,
+    SceneStart: UnitType.SCENE_START,
+    SceneCut: UnitType.SCENE_CUT,
+    Keyframe: UnitType.KEYFRAME,
+    Metadata: UnitType.METADATA,
+    Index: UnitType.INDEX,
+    EndOfStream: UnitType.END_OF_STREAM,
+}
+
+
+def _unit_type(unit: Unit) -> UnitType:
+    return _TYPES[type(unit)]

@@ -1,0 +1,120 @@
+"""What every libpromptus command shares: flags, one-line errors, exit codes, atomic output.
+
+Commands follow FFmpeg's conventions: `-i` names the input, `-` or `pipe:` means a
+standard stream, `-y`/`-n` decide whether an existing output is overwritten, and
+`-loglevel` sets verbosity. Any failure prints one line `PROG: error: ...` on stderr and
+exits non-zero; no traceback reaches the user and no partial output file is left.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from ..bitstream import InvalidDataError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+LOG_LEVELS = {"quiet": logging.CRITICAL + 1, "error": logging.ERROR, "warning": logging.WARNING,
+              "info": logging.INFO, "verbose": logging.DEBUG, "debug": logging.DEBUG}
+
+
+class CommandError(Exception):
+    """A failure the user can act on, reported as one line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-loglevel", "--loglevel", choices=sorted(LOG_LEVELS), default="info",
+                        help="how much to print on stderr (default: info)")
+
+
+def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-y", dest="overwrite", action="store_const", const=True,
+                       help="overwrite the output file without asking")
+    group.add_argument("-n", dest="overwrite", action="store_const", const=False,
+                       help="never overwrite the output file (the default: fail if it exists)")
+
+
+def is_pipe(name: str) -> bool:
+    return name in ("-", "pipe:", "pipe:0", "pipe:1")
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[BinaryIO]:
+    """Open a file, or standard input for `-`/`pipe:`."""
+    if is_pipe(name):
+        yield sys.stdin.buffer
+        return
+    with open(name, "rb") as handle:
+        yield handle
+
+
+@contextmanager
+def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
+    """Write to a temporary file beside `name` and rename it into place on success.
+
+    On any failure the temporary file is removed, so no partial output is ever left.
+    `-`/`pipe:` writes to standard output instead.
+    """
+    if is_pipe(name):
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(name)
+    if target.exists() and not overwrite:
+        raise CommandError(f"{name}: already exists (use -y to overwrite)")
+    handle = tempfile.NamedTemporaryFile(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part",
+                                         delete=False)
+    try:
+        with handle:
+            yield handle
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
+        os.replace(handle.name, target)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+
+
+def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None) -> int:
+    """Run a command's `main`, turning every failure into one line and an exit code."""
+    logging.basicConfig(format=f"{prog}: %(message)s", level=logging.INFO)
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except InvalidDataError as err:
+        message = f"invalid data: {err}"
+    except (CommandError, ValueError) as err:
+        message = str(err)
+    except OSError as err:
+        message = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): stop quietly, like cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except MemoryError:
+        message = "out of memory"
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    return EXIT_FAILURE
+
+
+def set_log_level(name: str) -> None:
+    logging.getLogger().setLevel(LOG_LEVELS[name])

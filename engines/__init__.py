@@ -1,0 +1,1 @@
+"""Inference engines (filled by the decoder issue)."""

@@ -1,0 +1,1 @@
+"""Importers that turn prompt data made by other tools into `.pmt` streams."""

@@ -1,0 +1,20 @@
+"""Asymmetric unsigned 8-bit quantization of a whole tensor (SPEC.md, "Dequantization").
+
+The rule of the official Promptus code (NUMERICS.md), used for prompt factors and for
+8-bit first-frame latents: the range always includes zero, `scale = (max - min) / 255`,
+`zero_point = round(255 - max / scale)` clamped to 0..255.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Quantize float values to (uint8 codes, binary32 scale, zero point)."""
+    x = np.asarray(x, dtype=np.float32)
+    low = min(float(x.min()), 0.0)
+    high = max(float(x.max()), 0.0)
+    scale = np.float32((high - low) / 255.0) if high > low else np.float32(1.0)
+    zero_point = int(np.clip(np.round(255.0 - high / float(scale)), 0, 255))
+    q = np.clip(np.round(x / scale + np.float32(zero_point)), 0, 255).astype(np.uint8)
+    return q, float(scale), zero_point
