@@ -100,7 +100,10 @@ class UnitSource:
         head = bytearray(self._read_exact(1, "a unit header", offset))
         while len(head) < 1 + MAX_LEB128_BYTES and (len(head) == 1 or head[-1] & 0x80):
             head += self._read_exact(1, "a unit size", offset)
-        size, _ = decode_leb128(bytes(head), 1, MAX_LEB128_BYTES)
+        try:
+            size, _ = decode_leb128(bytes(head), 1, MAX_LEB128_BYTES)
+        except InvalidDataError as err:   # its offset counts from `head`: report the unit's
+            raise InvalidDataError(err.code, err.message, offset) from None
         if size > MAX_UNIT_SIZE:
             raise InvalidDataError("size_limit", f"unit size {size} exceeds the cap {MAX_UNIT_SIZE}", offset)
         payload = self._read_exact(size, "a unit payload", offset)

@@ -15,6 +15,7 @@ from construct import (
     Bytes,
     Construct,
     ConstructError,
+    StringError,
     Float32l,
     Int8ul,
     Int16ul,
@@ -241,6 +242,10 @@ def decode_payload(unit_type: int, payload: bytes | memoryview, header: Sequence
     stream = io.BytesIO(payload)
     try:
         unit, end = _decode(UnitType(unit_type), payload, stream, header)
+    except StringError:
+        # construct wraps the UnicodeDecodeError of a text field (metadata, model_name).
+        raise InvalidDataError("bad_field", f"{UnitType(unit_type).name.lower()} text is not valid "
+                               f"{'ASCII' if unit_type == UnitType.SEQUENCE_HEADER else 'UTF-8'}") from None
     except ConstructError as err:
         raise InvalidDataError("bad_payload_size", f"{UnitType(unit_type).name.lower()} payload does not parse: "
                                f"{str(err).splitlines()[0]}") from None

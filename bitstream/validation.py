@@ -29,15 +29,19 @@ from .limits import (
     MAX_MODEL_NAME,
     MAX_RANK,
     MAX_SIZE_MULTIPLE,
+    MAX_TIMESTEP,
     MAX_UNIT_SIZE,
 )
 from .units import (
+    Coding,
     EndOfStream,
     Index,
     IndexEntry,
     Keyframe,
     LatentCodec,
     Metadata,
+    NoiseAlgorithm,
+    PredictionType,
     SceneCut,
     SceneStart,
     SequenceHeader,
@@ -61,8 +65,45 @@ def _cap(value: int, low: int, high: int, name: str) -> None:
     _require(value >= low, "bad_field", f"{name} {value} is below {low}")
 
 
+def _stored(value: float) -> float:
+    """The binary32 value an `f32` field holds for `value`: the one the reader will check.
+
+    (A positive value below binary32's range is stored as 0, one above it as infinity.)
+    """
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
 def _scale(value: float, name: str) -> None:
-    _require(math.isfinite(value) and value > 0, "bad_field", f"{name} {value} is not a finite positive number")
+    stored = _stored(value)
+    _require(math.isfinite(stored) and stored > 0, "bad_field", f"{name} {value} is not a finite positive number")
+
+
+def _member(kind: type, value: int, name: str) -> None:
+    try:
+        kind(value)
+    except ValueError:
+        raise InvalidDataError("bad_field", f"{name} {value} is not defined") from None
+
+
+def _dtype(array: np.ndarray, dtype: type, name: str) -> None:
+    _require(isinstance(array, np.ndarray) and array.dtype == np.dtype(dtype), "bad_field",
+             f"{name} is not a {np.dtype(dtype).name} array")
+
+
+def _is_u8(value) -> bool:
+    """An integer 0..255 (a float, even 3.0, cannot be stored in a u8 field)."""
+    return isinstance(value, (int, np.integer)) and 0 <= value <= 255
+
+
+def _utf8_length(text: str, name: str) -> int:
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidDataError("bad_field", f"{name} is not encodable as UTF-8") from None
+
+
+_LATENT_DTYPES = {LatentCodec.F32: np.float32, LatentCodec.F16: np.float16, LatentCodec.Q8: np.uint8}
 
 
 def check_header(h: SequenceHeader) -> None:
@@ -86,11 +127,19 @@ def check_header(h: SequenceHeader) -> None:
              f"a {channels}x{height}x{width} float32 latent does not fit in one unit")
     _cap(h.cond_tokens, 1, MAX_COND_TOKENS, "cond_tokens")
     _cap(h.cond_dim, 1, MAX_COND_DIM, "cond_dim")
+    _member(NoiseAlgorithm, h.noise_algorithm, "noise_algorithm")
+    _require(0 <= h.noise_seed <= 0xFFFFFFFF, "bad_field", f"noise_seed {h.noise_seed} is not a 32-bit unsigned value")
     for name in ("prev_weight", "noise_weight"):
-        value = getattr(h, name)
+        value = _stored(getattr(h, name))
         _require(math.isfinite(value) and 0.0 <= value <= 1.0, "bad_field", f"{name} {value} is not in [0, 1]")
-    _require(math.isfinite(h.alpha_bar) and 0.0 < h.alpha_bar <= 1.0, "bad_field",
+    _cap(h.timestep, 0, MAX_TIMESTEP, "timestep")
+    alpha_bar = _stored(h.alpha_bar)
+    _require(math.isfinite(alpha_bar) and 0.0 < alpha_bar <= 1.0, "bad_field",
              f"alpha_bar {h.alpha_bar} is not in (0, 1]")
+    _member(PredictionType, h.prediction_type, "prediction_type")
+    for name in ("colour_primaries", "transfer_characteristics", "matrix_coefficients"):
+        _require(0 <= getattr(h, name) <= 255, "bad_field", f"{name} {getattr(h, name)} is not in 0..255")
+    _require(h.full_range in (0, 1), "bad_field", f"full_range {h.full_range} is not 0 or 1")
 
 
 def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
@@ -99,6 +148,9 @@ def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
         check_header(unit)
     elif isinstance(unit, SceneStart):
         _cap(unit.first_frame, 0, MAX_FRAME_INDEX - 1, "first_frame")
+        _member(LatentCodec, unit.latent_codec, "latent_codec")
+        _member(Coding, unit.coding, "coding")
+        _dtype(unit.latent, _LATENT_DTYPES[unit.latent_codec], "the latent")
         _require(unit.latent.shape == header.latent_shape, "bad_field",
                  f"latent shape {unit.latent.shape} is not the header's {header.latent_shape}")
         if unit.latent_codec == LatentCodec.Q8:
@@ -106,31 +158,40 @@ def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
                      "a q8 latent needs one scale and zero point per channel")
             for scale in unit.q_scale:
                 _scale(scale, "latent scale")
-            _require(all(0 <= z <= 255 for z in unit.q_zero_point), "bad_field", "latent zero point outside 0..255")
+            _require(all(_is_u8(z) for z in unit.q_zero_point), "bad_field", "latent zero point outside 0..255")
         else:
             _require(bool(np.isfinite(unit.latent).all()), "bad_field", "the latent holds NaN or infinity")
     elif isinstance(unit, SceneCut):
         _cap(unit.frame_index, 1, MAX_FRAME_INDEX - 1, "scene cut frame_index")
     elif isinstance(unit, Keyframe):
         _cap(unit.frame_index, 0, MAX_FRAME_INDEX - 1, "keyframe frame_index")
+        _member(Coding, unit.coding, "coding")
+        _dtype(unit.u, np.uint8, "u")
+        _dtype(unit.v, np.uint8, "v")
+        _require(unit.u.ndim == 2 and unit.v.ndim == 2, "bad_field", "factors are not matrices")
         max_rank = min(header.cond_tokens, header.cond_dim, MAX_RANK)
-        _cap(unit.rank, 1, max_rank, "rank")
+        # bad_field, as the reader reports it (syntax checks the rank before sizing arrays).
+        _require(1 <= unit.rank <= max_rank, "bad_field", f"rank {unit.rank} outside 1..{max_rank}")
         _require(unit.u.shape == (header.cond_tokens, unit.rank) and unit.v.shape == (unit.rank, header.cond_dim),
                  "bad_field", f"factor shapes {unit.u.shape} and {unit.v.shape} do not match the header")
         _scale(unit.u_scale, "u_scale")
         _scale(unit.v_scale, "v_scale")
-        _require(0 <= unit.u_zero_point <= 255 and 0 <= unit.v_zero_point <= 255, "bad_field",
+        _require(_is_u8(unit.u_zero_point) and _is_u8(unit.v_zero_point), "bad_field",
                  "factor zero point outside 0..255")
     elif isinstance(unit, Metadata):
         _cap(len(unit.entries), 0, MAX_METADATA_ENTRIES, "metadata entry count")
         for key, value in unit.entries:
-            _cap(len(key.encode()), 1, MAX_METADATA_KEY, "metadata key length")
+            _cap(_utf8_length(key, "metadata key"), 1, MAX_METADATA_KEY, "metadata key length")
             _require(_KEY.match(key) is not None, "bad_field", f"metadata key {key!r} is not [a-z0-9._-]")
-            _cap(len(value.encode()), 0, MAX_METADATA_VALUE, "metadata value length")
+            _cap(_utf8_length(value, "metadata value"), 0, MAX_METADATA_VALUE, "metadata value length")
     elif isinstance(unit, Index):
         _cap(len(unit.entries), 0, MAX_INDEX_ENTRIES, "index entry count")
     elif isinstance(unit, EndOfStream):
         _cap(unit.frame_count, 1, MAX_FRAME_INDEX, "end_of_stream frame_count")
+    elif isinstance(unit, UnknownUnit):
+        # Types 1..7 are defined (and not all ignorable), 0 is forbidden, 7 bits in all.
+        _require(max(UnitType) < unit.unit_type <= 0x7F, "bad_field",
+                 f"unit type {unit.unit_type} is not an undefined type in {max(UnitType) + 1}..127")
 
 
 class StreamValidator:

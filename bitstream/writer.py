@@ -39,6 +39,7 @@ class StreamWriter:
         self._write_index = write_index
         self._validator = StreamValidator()
         self.size = 0
+        check_unit(header, None)         # a refused header leaves the sink untouched
         self._emit(stream_prefix())
         self.write(header)
 
@@ -53,12 +54,14 @@ class StreamWriter:
     def write(self, unit: Unit) -> int:
         """Check and write one unit; return its size in bytes."""
         check_unit(unit, self._validator.header)
-        self._validator.feed(unit, self.size)
+        # Serialize before the validator records the unit: a unit that fails to serialize
+        # (e.g. a payload over the unit cap) must not leave a seek point behind.
         if isinstance(unit, UnknownUnit):
             data = frame_unit(unit.unit_type, unit.payload, may_ignore=True)
         else:
             kind = _unit_type(unit)
             data = frame_unit(kind, encode_payload(unit), may_ignore=kind in IGNORABLE_TYPES)
+        self._validator.feed(unit, self.size)
         self._emit(data)
         return len(data)
 

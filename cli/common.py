@@ -101,12 +101,13 @@ def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None) -> 
         message = f"invalid data: {err}"
     except (CommandError, ValueError) as err:
         message = str(err)
-    except OSError as err:
-        message = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`): stop quietly, like cat does.
+        # (Caught before OSError, of which it is a subclass.)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
+    except OSError as err:
+        message = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130

@@ -10,6 +10,7 @@ codec is asked for.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,11 @@ def _load(path: Path):
     if path.stat().st_size > _MAX_FILE_BYTES:
         raise PromptDirectoryError(f"{path.name}: larger than {_MAX_FILE_BYTES >> 20} MiB")
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        # torch warns on stderr about some hostile pickles (e.g. an unexpected protocol)
+        # before refusing them; the refusal below is the one message the user gets.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
         raise PromptDirectoryError(f"{path.name}: refused: holds objects other than plain tensors") from None
     except Exception as err:  # torch raises RuntimeError, zipfile/EOF errors for damaged files
