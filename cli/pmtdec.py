@@ -1,10 +1,7 @@
-"""pmtdec: decode a .pmt file.
+"""pmtdec: decode a .pmt file to video, images or prompts.
 
-    pmtdec -i IN.pmt --dump-prompts OUT.npz
-
-This version writes the model-free output of the decoding process: the composed
-conditioning of every frame. Video output needs the generator models (SD-Turbo or the
-tiny test model), which come with the decoder.
+    pmtdec -i IN.pmt [options] OUTPUT            OUTPUT: out.mkv, out.mp4, out.y4m, out/%05d.png, - (y4m)
+    pmtdec -i IN.pmt --dump-prompts OUT.npz      the per-frame conditioning, no model needed
 """
 from __future__ import annotations
 
@@ -23,27 +20,104 @@ from .common import (
     run,
     set_log_level,
 )
+from .progress import Progress
+
+
+def _parser() -> ArgumentParser:
+    from ..engines import DEFAULT_BATCH, ENGINE_NAMES
+
+    parser = ArgumentParser(prog="pmtdec", description="Decode a Promptus .pmt file.")
+    parser.add_argument("-i", dest="input", required=True, metavar="IN", help="input .pmt file, or - for stdin")
+    parser.add_argument("output", nargs="?", metavar="OUTPUT",
+                        help="output: .mkv (FFV1), .mp4/.mov (H.264 RGB), .y4m, out/%%05d.png, or - for stdout")
+    parser.add_argument("--dump-prompts", metavar="OUT.npz",
+                        help="also write every frame's composed conditioning (float32 [frames, T, D]) to an .npz")
+    model = parser.add_argument_group("model and engine")
+    model.add_argument("--model", default=None, metavar="NAME|PATH",
+                       help="generator: a registered name (sd-turbo, tiny) or a path; default $PROMPTUS_MODEL "
+                            "or sd-turbo")
+    model.add_argument("--force-model", action="store_true", help="decode even if the stream names another model")
+    model.add_argument("--engine", choices=ENGINE_NAMES, default="auto", help="inference engine (default auto)")
+    model.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    model.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                       help="auto: fp16 on CUDA, fp32 on the CPU")
+    model.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"frames per engine call "
+                                                                        f"(default {DEFAULT_BATCH})")
+    frames = parser.add_argument_group("frames")
+    frames.add_argument("--start-frame", type=int, default=0, metavar="N", help="first frame to output")
+    frames.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, metavar="N",
+                        help="number of frames to output")
+    output = parser.add_argument_group("output")
+    output.add_argument("-c:v", "-vcodec", dest="codec", default=None, help="video encoder (default: lossless)")
+    output.add_argument("-crf", type=int, default=None, help="constant rate factor for x264/x265-style encoders")
+    output.add_argument("-pix_fmt", default=None, help="pixel format of the encoder")
+    output.add_argument("-f", dest="format", choices=("yuv4mpegpipe", "rawvideo"), default=None,
+                        help="format on standard output: yuv4mpegpipe (default) or rawvideo (rgb24)")
+    output.add_argument("-progress", default=None, metavar="URL",
+                        help="write key=value progress blocks to pipe:1, pipe:2 or a file")
+    output.add_argument("-nostats", action="store_true", help="no progress bar on a terminal")
+    add_overwrite_flags(parser)
+    add_common_flags(parser)
+    return parser
 
 
 def _main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="pmtdec", description="Decode a Promptus .pmt file.")
-    parser.add_argument("-i", dest="input", required=True, metavar="IN", help="input .pmt file, or - for stdin")
-    parser.add_argument("--dump-prompts", metavar="OUT.npz",
-                        help="write every frame's composed conditioning (float32 [frames, 77, 1024]) to an .npz")
-    parser.add_argument("output", nargs="?", metavar="OUTPUT", help="output video (needs a generator model)")
-    add_overwrite_flags(parser)
-    add_common_flags(parser)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     set_log_level(args.loglevel)
-    if args.output is not None or args.dump_prompts is None:
-        raise CommandError("video output needs the generator models, which this version does not have yet; "
-                           "use --dump-prompts OUT.npz")
+    if args.output is None and args.dump_prompts is None:
+        raise CommandError("no output: give an OUTPUT video or --dump-prompts OUT.npz")
+    if args.batch < 1 or args.start_frame < 0 or (args.frames is not None and args.frames < 1):
+        raise CommandError("--batch and -frames:v must be at least 1, --start-frame at least 0")
+    if args.output in ("-", "pipe:", "pipe:1") and args.progress in ("pipe:1", "-"):
+        raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
     with open_input(args.input) as handle:
         streams = read_streams(handle)
-    with atomic_output(args.dump_prompts, args.overwrite) as sink:
-        frames = write_prompt_dump(streams, sink)
-    logging.info("wrote the conditioning of %d frames to %s", frames, args.dump_prompts)
+    if args.dump_prompts is not None:
+        with atomic_output(args.dump_prompts, args.overwrite) as sink:
+            count = write_prompt_dump(streams, sink)
+        logging.info("wrote the conditioning of %d frames to %s", count, args.dump_prompts)
+    if args.output is not None:
+        _decode_video(streams, args)
     return 0
+
+
+def _decode_video(streams, args) -> None:
+    from fractions import Fraction
+
+    from ..api import check_model
+    from ..decoding import decode_frames
+    from ..engines import create_engine
+    from ..models import load_generator
+    from ..video_output import VideoWriter, output_format
+
+    header = streams[0].header
+    total = sum(s.frame_count for s in streams)
+    if args.start_frame >= total:
+        raise CommandError(f"--start-frame {args.start_frame}: the stream has {total} frames")
+    wanted = total - args.start_frame if args.frames is None else min(args.frames, total - args.start_frame)
+    generator = load_generator(args.model)
+    check_model(header, generator, force=args.force_model)
+    engine = create_engine(args.engine, generator, header, device=args.device, precision=args.precision)
+    logging.info("decoding %d frames %dx%d with %s on %s (%s, batch %d)", wanted, header.width, header.height,
+                 generator.name, engine.device, engine.name, args.batch)
+    rate = Fraction(header.fps_num, header.fps_den)
+    fmt = output_format(args.output, format=args.format, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt)
+    writer = VideoWriter(args.output, header.width, header.height, rate, fmt, overwrite=bool(args.overwrite))
+    show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
+    progress = Progress(wanted, rate, target=args.progress, bar=show_bar)
+    finished = False
+    try:
+        for frame in decode_frames(streams, engine, batch=args.batch, start_frame=args.start_frame,
+                                   frame_count=wanted):
+            writer.write(frame.image)
+            progress.advance()
+        writer.close()
+        finished = True
+    finally:
+        if not finished:
+            writer.abort()
+        progress.close(finished=finished)
+    logging.info("wrote %d frames to %s", writer.frames, args.output if args.output not in ("-",) else "stdout")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,20 @@
 """libpromptus: a codec library for Promptus video (video as Stable Diffusion prompts).
 
-The container lives in `libpromptus.bitstream` (no torch needed); the model-free part
-of the decoding process (prompt composition) in `libpromptus.prompts`.
+`libpromptus.open` / `libpromptus.decode` are the PyAV-like entry points; the container
+itself lives in `libpromptus.bitstream` (no torch needed).
 """
 __version__ = "0.1.0"
+
+
+def open(path):  # noqa: A001 - PyAV's name for the same thing
+    """Open a .pmt file; see `libpromptus.api.Container`."""
+    from .api import open as _open
+
+    return _open(path)
+
+
+def decode(path, output, **options):
+    """Decode a .pmt file into a video file; see `libpromptus.api.decode`."""
+    from .api import decode as _decode
+
+    return _decode(path, output, **options)

@@ -82,4 +82,17 @@ SD_TURBO = GeneratorProfile(
     prediction_type=PredictionType.EPSILON,
 )
 
-PROFILES: dict[str, GeneratorProfile] = {SD_TURBO.name: SD_TURBO}
+#: The project's test model `tiny` (libpromptus/models/tiny, made by
+#: `python -m libpromptus.models.make_tiny`): SD-Turbo's classes, latent and conditioning
+#: at toy size, untrained. Its UNet halves the latent once, so latents are multiples of
+#: 2 (16 pixels). Same schedule and constants as SD-Turbo for now (retraining it may
+#: change the timestep).
+TINY = GeneratorProfile(
+    name="tiny", latent_channels=4, latent_downsampling=8, size_multiple=8 * 2 ** 1,
+    cond_tokens=77, cond_dim=1024,
+    schedule=SD_TURBO.schedule,
+    timestep=999, prev_weight=0.05, noise_weight=0.95, noise_seed=88,
+    prediction_type=PredictionType.EPSILON,
+)
+
+PROFILES: dict[str, GeneratorProfile] = {SD_TURBO.name: SD_TURBO, TINY.name: TINY}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import Keyframe, Stream
+from .bitstream import Keyframe, Scene, Stream
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -45,21 +46,50 @@ def interpolate(a, b, weight: float):
     return float(np.float32(1.0 - weight)) * a + weight * b
 
 
+@dataclass(frozen=True)
+class Interval:
+    """Frames that share one input latent (SPEC.md §8.7).
+
+    Either a scene's first keyframe alone (`start` is None) or the frames a+1..b between
+    keyframes a = `start` and b = `end`. Frame indices are within the stream.
+    """
+
+    start: int | None
+    end: int
+    _factors_a: tuple[np.ndarray, np.ndarray] | None
+    _factors_b: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def frames(self) -> range:
+        return range(self.end, self.end + 1) if self.start is None else range(self.start + 1, self.end + 1)
+
+    def conditioning(self, frame: int) -> np.ndarray:
+        """The float32 [T, D] conditioning of `frame` (SPEC.md §8.2-8.3)."""
+        u_b, v_b = self._factors_b
+        if self.start is None:
+            return compose(u_b, v_b)
+        u_a, v_a = self._factors_a
+        w = interpolation_weight(frame - self.start, self.end - self.start)
+        return compose(interpolate(u_a, u_b, w), interpolate(v_a, v_b, w)).astype(np.float32, copy=False)
+
+
+def scene_intervals(scene: Scene) -> Iterator[Interval]:
+    """The intervals of a scene in decoding order."""
+    previous: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+    for item in scene.keyframes:
+        keyframe: Keyframe = item.unit
+        factors = keyframe_factors(keyframe)
+        if previous is None:
+            yield Interval(None, keyframe.frame_index, None, factors)
+        else:
+            yield Interval(previous[0], keyframe.frame_index, previous[1], factors)
+        previous = (keyframe.frame_index, factors)
+
+
 def frame_conditioning(streams: Iterable[Stream]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (display frame index, conditioning float32 [T, D]) for every frame, in order."""
+    """Yield (display frame index in the file, conditioning float32 [T, D]) for every frame."""
     for stream in streams:
         for scene in stream.scenes:
-            previous: tuple[int, np.ndarray, np.ndarray] | None = None
-            for item in scene.keyframes:
-                keyframe: Keyframe = item.unit
-                u_b, v_b = keyframe_factors(keyframe)
-                if previous is None:
-                    yield stream.first_frame + keyframe.frame_index, compose(u_b, v_b)
-                else:
-                    start, u_a, v_a = previous
-                    interval = keyframe.frame_index - start
-                    for step in range(1, interval + 1):
-                        w = interpolation_weight(step, interval)
-                        c = compose(interpolate(u_a, u_b, w), interpolate(v_a, v_b, w))
-                        yield stream.first_frame + start + step, c.astype(np.float32, copy=False)
-                previous = (keyframe.frame_index, u_b, v_b)
+            for interval in scene_intervals(scene):
+                for frame in interval.frames:
+                    yield stream.first_frame + frame, interval.conditioning(frame)

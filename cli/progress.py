@@ -1,0 +1,65 @@
+"""Progress reporting: a bar on a terminal, and FFmpeg's `-progress` key=value blocks.
+
+`-progress pipe:1` (or `pipe:2`, or a file name) receives blocks like FFmpeg's:
+`frame=…`, `fps=…`, `out_time_us=…`, `out_time=HH:MM:SS.micro`, `speed=…x`, then
+`progress=continue`, and `progress=end` once the job is done; a block is written at
+most every half second and once at the end.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from fractions import Fraction
+from typing import TextIO
+
+from tqdm import tqdm
+
+PERIOD_S = 0.5
+
+
+class Progress:
+    """Counts frames and reports them to a terminal bar and/or a -progress target."""
+
+    def __init__(self, total: int, rate: Fraction, *, target: str | None, bar: bool) -> None:
+        self._rate = rate
+        self._start = time.monotonic()
+        self._last_report = 0.0
+        self.frames = 0
+        self._bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) if bar else None
+        self._owned = False
+        self._target: TextIO | None = None
+        if target in ("pipe:1", "-"):
+            self._target = sys.stdout
+        elif target == "pipe:2":
+            self._target = sys.stderr
+        elif target is not None:
+            self._target = open(target, "w")  # noqa: SIM115 - closed in close()
+            self._owned = True
+
+    def advance(self, count: int = 1) -> None:
+        self.frames += count
+        if self._bar is not None:
+            self._bar.update(count)
+        now = time.monotonic()
+        if self._target is not None and now - self._last_report >= PERIOD_S:
+            self._report("continue")
+            self._last_report = now
+
+    def _report(self, state: str) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        out_time_us = int(self.frames * 1_000_000 * self._rate.denominator / self._rate.numerator)
+        seconds, micro = divmod(out_time_us, 1_000_000)
+        self._target.write(
+            f"frame={self.frames}\nfps={self.frames / elapsed:.2f}\nout_time_us={out_time_us}\n"
+            f"out_time={seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{micro:06d}\n"
+            f"speed={out_time_us / 1e6 / elapsed:.3g}x\nprogress={state}\n")
+        self._target.flush()
+
+    def close(self, *, finished: bool) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._target is not None:
+            if finished:
+                self._report("end")
+            if self._owned:
+                self._target.close()

@@ -1,0 +1,52 @@
+"""The engine interface and the factory that picks an engine by name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..bitstream import SequenceHeader
+    from ..models import Generator
+
+ENGINE_NAMES = ("auto", "torch", "compiled", "tensorrt")
+#: Frames generated per engine call: one interval of the official receiver (10 frames).
+DEFAULT_BATCH = 10
+
+
+class EngineUnavailableError(ValueError):
+    """The requested engine cannot run here (not built yet, or missing its runtime)."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What an engine returns for a batch of B frames."""
+
+    latents: "torch.Tensor"   # float32 [B, C, h, w]: the generated latents x0 (SPEC.md §8.6)
+    images: "torch.Tensor"    # uint8 [B, coded_height, coded_width, 3] on the CPU
+
+
+class Engine(Protocol):
+    """Generates frames: `generate(z [B, C, h, w], c [B, T, D]) -> Generation`.
+
+    `z` and `c` are float32 on any device; the engine casts them to its own device and
+    precision and returns float32 latents and uint8 images.
+    """
+
+    name: str
+    device: "torch.device"
+
+    def generate(self, latents: "torch.Tensor", prompts: "torch.Tensor") -> Generation: ...
+
+
+def create_engine(name: str, generator: "Generator", header: "SequenceHeader", *, device: str = "auto",
+                  precision: str = "auto") -> Engine:
+    """Build the engine called `name` ("auto" picks the fastest available one)."""
+    if name in ("auto", "torch"):
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(generator, header, device=device, precision=precision)
+    if name in ("compiled", "tensorrt"):
+        raise EngineUnavailableError(f"engine {name!r} is not available in this version; use --engine torch")
+    raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")

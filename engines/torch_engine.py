@@ -1,0 +1,74 @@
+"""The PyTorch engine: eager diffusers modules on the CPU (fp32) or CUDA (fp16/bf16).
+
+On CUDA it runs in half precision with channels_last memory layout and PyTorch's
+scaled-dot-product attention (diffusers' default attention processor), under
+`torch.inference_mode`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..bitstream import SequenceHeader
+from ..denoise import denoised_latent, to_uint8
+from .base import Generation
+
+if TYPE_CHECKING:
+    from ..models import Generator
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    picked = torch.device(device)
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available on this machine")
+    return picked
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 on CUDA (as the official TensorRT receiver) and fp32 on the CPU."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose auto, fp32, fp16 or bf16")
+    return PRECISIONS[precision]
+
+
+def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype,
+            memory_format: torch.memory_format) -> torch.nn.Module:
+    """Move a module to the engine's device and precision (casting only when needed:
+    diffusers warns on every dtype cast)."""
+    module = module.to(device, memory_format=memory_format)
+    return module if module.dtype == dtype else module.to(dtype)
+
+
+class TorchEngine:
+    """Runs the generator's UNet and latent decoder with PyTorch."""
+
+    name = "torch"
+
+    def __init__(self, generator: "Generator", header: SequenceHeader, *, device: str = "auto",
+                 precision: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device)
+        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self._unet = _placed(generator.unet, self.device, self.dtype, memory_format)
+        self._decoder = _placed(generator.decoder, self.device, self.dtype, memory_format)
+        self._timestep = header.timestep
+        self._alpha_bar = header.alpha_bar
+        self._prediction_type = header.prediction_type
+
+    @torch.inference_mode()
+    def generate(self, latents: torch.Tensor, prompts: torch.Tensor) -> Generation:
+        z = latents.to(self.device, torch.float32)
+        timestep = torch.full((z.shape[0],), self._timestep, device=self.device, dtype=torch.long)
+        out = self._unet(z.to(self.dtype), timestep, encoder_hidden_states=prompts.to(self.device, self.dtype)).sample
+        x0 = denoised_latent(z, out.float(), self._alpha_bar, self._prediction_type)
+        image = self._decoder.decode(x0.to(self.dtype)).sample.float()
+        pixels = to_uint8(image).permute(0, 2, 3, 1).contiguous().cpu()
+        return Generation(latents=x0, images=pixels)

@@ -1,0 +1,81 @@
+"""The decoding process of SPEC.md §8 over a stream: prompts and latents to frames.
+
+Written once, engine-agnostic: `decode_frames` walks the scenes and their intervals,
+keeps each scene's previous-latent chain, mixes in the stream's noise tensor once per
+interval and hands the interval's frames to the engine in batches of at most `batch`.
+Frames before `start_frame` are not generated unless the chain needs them (the last
+frame of each interval, whose latent feeds the next one).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .bitstream import SequenceHeader, Stream
+from .engines import DEFAULT_BATCH, Engine
+from .noise import noise_tensor
+from .prompts import Interval, scene_intervals
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its display index in the file and its RGB pixels."""
+
+    index: int
+    image: np.ndarray          # uint8 [height, width, 3]
+
+
+def _input_latent(header: SequenceHeader, previous: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`z = prev_weight * P + noise_weight * N` in binary32 (SPEC.md §8.5)."""
+    return header.prev_weight * previous + header.noise_weight * noise
+
+
+def _wanted(frames: range, first: int, stop: int | None) -> list[int]:
+    """The frames of an interval to generate: the requested ones, plus its last frame."""
+    chosen = [f for f in frames if f >= first and (stop is None or f < stop)]
+    if frames[-1] not in chosen:
+        chosen.append(frames[-1])
+    return chosen
+
+
+def decode_frames(streams: Iterable[Stream], engine: Engine, *, batch: int = DEFAULT_BATCH, start_frame: int = 0,
+                  frame_count: int | None = None) -> Iterator[Frame]:
+    """Yield the frames `start_frame` .. `start_frame + frame_count - 1` in display order."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    stop = None if frame_count is None else start_frame + frame_count
+    for stream in streams:
+        offset = stream.first_frame
+        if stop is not None and offset >= stop:
+            return
+        if offset + stream.frame_count <= start_frame:
+            continue
+        header = stream.header
+        noise = torch.from_numpy(noise_tensor(header)).to(engine.device)
+        for scene in stream.scenes:
+            if offset + scene.last_frame < start_frame:
+                continue
+            if stop is not None and offset + scene.first_frame >= stop:
+                return
+            previous = torch.from_numpy(scene.start.unit.dequantized_latent()[None]).to(engine.device)
+            for interval in scene_intervals(scene):
+                if stop is not None and offset + interval.frames[0] >= stop:
+                    return
+                z = _input_latent(header, previous, noise)
+                frames = _wanted(interval.frames, start_frame - offset, None if stop is None else stop - offset)
+                for chunk_start in range(0, len(frames), batch):
+                    chunk = frames[chunk_start:chunk_start + batch]
+                    generation = _generate(engine, interval, chunk, z)
+                    for frame, image in zip(chunk, generation.images):
+                        index = offset + frame
+                        if index >= start_frame and (stop is None or index < stop):
+                            yield Frame(index, image[: header.height, : header.width].numpy())
+                previous = generation.latents[-1:]
+
+
+def _generate(engine: Engine, interval: Interval, frames: list[int], z: torch.Tensor):
+    prompts = torch.from_numpy(np.stack([interval.conditioning(f) for f in frames]))
+    return engine.generate(z.expand(len(frames), *z.shape[1:]), prompts)
