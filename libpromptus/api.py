@@ -56,12 +56,13 @@ class Container:
 
     def decode(self, *, model: str | None = None, engine: str = "auto", device: str = "auto",
                precision: str = "auto", batch: int = DEFAULT_BATCH, start_frame: int = 0, frame_count: int | None = None,
-               force_model: bool = False) -> Iterator[Frame]:
+               force_model: bool = False, tensors: bool = False) -> Iterator[Frame]:
         """Return an iterator over the decoded frames (SPEC.md §8), in display order.
 
         `model` is a registered name or a path (default: $PROMPTUS_MODEL, else sd-turbo);
         `force_model` decodes with it even when the stream names another model. The
         model is loaded and checked before this returns, so its errors come first.
+        With `tensors=True` each `Frame.image` is a torch uint8 tensor instead of a numpy array.
         """
         from .engines import create_engine
         from .models import load_generator
@@ -69,7 +70,12 @@ class Container:
         generator = load_generator(model)
         check_model(self.info.header, generator, force=force_model)
         runner = create_engine(engine, generator, self.info.header, device=device, precision=precision)
-        return decode_frames(self.streams, runner, batch=batch, start_frame=start_frame, frame_count=frame_count)
+        frames = decode_frames(self.streams, runner, batch=batch, start_frame=start_frame, frame_count=frame_count)
+        if tensors:
+            import torch
+
+            return (Frame(f.index, torch.from_numpy(f.image)) for f in frames)
+        return frames
 
     def __enter__(self) -> "Container":
         return self
