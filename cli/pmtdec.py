@@ -34,8 +34,8 @@ def _parser() -> ArgumentParser:
                         help="also write every frame's composed conditioning (float32 [frames, T, D]) to an .npz")
     model = parser.add_argument_group("model and engine")
     model.add_argument("--model", default=None, metavar="NAME|PATH",
-                       help="generator: a registered name (sd-turbo, tiny) or a path; default $PROMPTUS_MODEL "
-                            "or sd-turbo")
+                       help="generator: a registered name (sd-turbo, tiny) or a path; default $PROMPTUS_MODEL, "
+                            "else the model the stream names")
     model.add_argument("--force-model", action="store_true", help="decode even if the stream names another model")
     model.add_argument("--engine", choices=ENGINE_NAMES, default="auto", help="inference engine (default auto)")
     model.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -84,7 +84,9 @@ def _main(argv: list[str]) -> int:
 def _decode_video(streams, args) -> None:
     from fractions import Fraction
 
-    from ..api import check_model
+    from pathlib import Path
+
+    from ..api import check_model, decoder_model
     from ..decoding import decode_frames
     from ..engines import create_engine
     from ..models import load_generator
@@ -95,16 +97,23 @@ def _decode_video(streams, args) -> None:
     if args.start_frame >= total:
         raise CommandError(f"--start-frame {args.start_frame}: the stream has {total} frames")
     wanted = total - args.start_frame if args.frames is None else min(args.frames, total - args.start_frame)
-    generator = load_generator(args.model)
+    if not args.overwrite and args.output not in ("-", "pipe:", "pipe:1") and "%" not in args.output \
+            and Path(args.output).exists():
+        raise CommandError(f"{args.output}: already exists (use -y to overwrite)")
+    generator = load_generator(decoder_model(args.model, header))
     check_model(header, generator, force=args.force_model)
     engine = create_engine(args.engine, generator, header, device=args.device, precision=args.precision)
     logging.info("decoding %d frames %dx%d with %s on %s (%s, batch %d)", wanted, header.width, header.height,
                  generator.name, engine.device, engine.name, args.batch)
     rate = Fraction(header.fps_num, header.fps_den)
     fmt = output_format(args.output, format=args.format, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt)
-    writer = VideoWriter(args.output, header.width, header.height, rate, fmt, overwrite=bool(args.overwrite))
     show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
     progress = Progress(wanted, rate, target=args.progress, bar=show_bar)
+    try:
+        writer = VideoWriter(args.output, header.width, header.height, rate, fmt, overwrite=bool(args.overwrite))
+    except BaseException:
+        progress.close(finished=False)
+        raise
     finished = False
     try:
         for frame in decode_frames(streams, engine, batch=args.batch, start_frame=args.start_frame,

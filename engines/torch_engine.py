@@ -63,12 +63,21 @@ class TorchEngine:
         self._alpha_bar = header.alpha_bar
         self._prediction_type = header.prediction_type
 
-    @torch.inference_mode()
-    def generate(self, latents: torch.Tensor, prompts: torch.Tensor) -> Generation:
+    def forward(self, latents: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable generation: (x0 float32 [B, C, h, w], image float32 in [-1, 1] [B, 3, H, W]).
+
+        The encoder fits prompts through this with autograd (the network's own weights
+        are frozen); `generate` runs it under inference mode for decoding.
+        """
         z = latents.to(self.device, torch.float32)
         timestep = torch.full((z.shape[0],), self._timestep, device=self.device, dtype=torch.long)
         out = self._unet(z.to(self.dtype), timestep, encoder_hidden_states=prompts.to(self.device, self.dtype)).sample
         x0 = denoised_latent(z, out.float(), self._alpha_bar, self._prediction_type)
         image = self._decoder.decode(x0.to(self.dtype)).sample.float()
+        return x0, image
+
+    @torch.inference_mode()
+    def generate(self, latents: torch.Tensor, prompts: torch.Tensor) -> Generation:
+        x0, image = self.forward(latents, prompts)
         pixels = to_uint8(image).permute(0, 2, 3, 1).contiguous().cpu()
         return Generation(latents=x0, images=pixels)

@@ -59,7 +59,8 @@ class Container:
                force_model: bool = False, tensors: bool = False) -> Iterator[Frame]:
         """Return an iterator over the decoded frames (SPEC.md §8), in display order.
 
-        `model` is a registered name or a path (default: $PROMPTUS_MODEL, else sd-turbo);
+        `model` is a registered name or a path (default: $PROMPTUS_MODEL, else the model
+        the stream names);
         `force_model` decodes with it even when the stream names another model. The
         model is loaded and checked before this returns, so its errors come first.
         With `tensors=True` each `Frame.image` is a torch uint8 tensor instead of a numpy array.
@@ -67,7 +68,7 @@ class Container:
         from .engines import create_engine
         from .models import load_generator
 
-        generator = load_generator(model)
+        generator = load_generator(decoder_model(model, self.info.header))
         check_model(self.info.header, generator, force=force_model)
         runner = create_engine(engine, generator, self.info.header, device=device, precision=precision)
         frames = decode_frames(self.streams, runner, batch=batch, start_frame=start_frame, frame_count=frame_count)
@@ -87,6 +88,11 @@ class Container:
 def open(path: str | os.PathLike) -> Container:  # noqa: A001 - the PyAV-style name is the point
     """Open a .pmt file: reads and checks all its units (no model needed)."""
     return Container(path)
+
+
+def decoder_model(model: str | None, header: SequenceHeader) -> str:
+    """The model to decode with: the one asked for, else $PROMPTUS_MODEL, else the stream's."""
+    return model or os.environ.get("PROMPTUS_MODEL") or header.model_name
 
 
 def check_model(header: SequenceHeader, generator, *, force: bool = False) -> None:

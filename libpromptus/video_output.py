@@ -54,6 +54,13 @@ def output_format(name: str, *, format: str | None = None, codec: str | None = N
             raise ValueError(f"{name}: unknown output type (use .mkv, .mp4, .mov, .y4m, a %05d.png pattern or -)")
         if base.container == "image2" and "%" not in name:
             raise ValueError(f"{name}: an image sequence needs a frame number pattern, e.g. out/%05d.png")
+    if codec is not None:
+        import av
+
+        try:
+            av.Codec(codec, "w")
+        except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpegError subclasses
+            raise ValueError(f"-c:v {codec}: no such video encoder in this FFmpeg build") from None
     options = dict(base.options)
     if crf is not None:
         options["crf"] = str(crf)
@@ -92,13 +99,21 @@ class VideoWriter:
                 os.close(handle)
                 self._temporary = Path(temporary)
                 target = temporary
-        self._container = av.open(target, "w", format=fmt.container)
-        self._stream = self._container.add_stream(fmt.codec, rate=rate, options=fmt.options)
-        self._stream.width = width
-        self._stream.height = height
-        self._stream.pix_fmt = fmt.pix_fmt
         self._image_sequence = fmt.container == "image2"
         self.frames = 0
+        self._container = None
+        try:
+            self._container = av.open(target, "w", format=fmt.container)
+            self._stream = self._container.add_stream(fmt.codec, rate=rate, options=fmt.options)
+            self._stream.width = width
+            self._stream.height = height
+            try:
+                self._stream.pix_fmt = fmt.pix_fmt
+            except (ValueError, av.FFmpegError):
+                raise ValueError(f"pixel format {fmt.pix_fmt!r} is not available for encoder {fmt.codec}") from None
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, image: np.ndarray) -> None:
         import av
@@ -130,7 +145,8 @@ class VideoWriter:
     def abort(self) -> None:
         """Discard everything written so far."""
         try:
-            self._container.close()
+            if self._container is not None:
+                self._container.close()
         except Exception:  # noqa: BLE001 - the output is being thrown away; its errors do not matter
             pass
         if self._temporary is not None:
