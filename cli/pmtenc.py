@@ -1,10 +1,7 @@
-"""pmtenc: encode to .pmt.
+"""pmtenc: encode video (or an official Promptus prompt directory) to .pmt.
 
-    pmtenc -f promptus-dir -i DIR [-r 30] [--latent-codec f32|f16|q8] [--coding entropy|raw] OUT.pmt
-
-This version imports prompt directories of the official Promptus implementation
-(`frame_*.prompt` + `init.pth`); encoding video needs the generator models and the
-fitting loop, which come with the encoder.
+    pmtenc -i INPUT [options] OUT.pmt                INPUT: a video file, frames/%05d.png, or - (y4m)
+    pmtenc -f promptus-dir -i DIR [-r 30] OUT.pmt    import the official implementation's prompts
 """
 from __future__ import annotations
 
@@ -24,8 +21,9 @@ from .common import (
     run,
     set_log_level,
 )
+from .progress import Progress
 
-INPUT_FORMATS = ("promptus-dir",)
+INPUT_FORMATS = ("video", "promptus-dir")
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -41,25 +39,118 @@ def parse_rate(text: str) -> tuple[int, int]:
     return rate.numerator, rate.denominator
 
 
-def _main(argv: list[str]) -> int:
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="pmtenc", description="Encode to a Promptus .pmt file.")
-    parser.add_argument("-f", dest="format", required=True, choices=INPUT_FORMATS, help="input format")
-    parser.add_argument("-i", dest="input", required=True, metavar="IN", help="input (a prompt directory)")
-    parser.add_argument("-r", dest="rate", default="30", help="frame rate, e.g. 30 or 30000/1001 (default 30)")
-    parser.add_argument("--latent-codec", choices=[c.name.lower() for c in LatentCodec], default="f32",
-                        help="first-frame latent: f32 (lossless, default), f16 or q8 (8-bit, lossy)")
-    parser.add_argument("--coding", choices=[c.name.lower() for c in Coding], default="entropy",
+    parser.add_argument("-i", dest="input", required=True, metavar="IN",
+                        help="input video (file, frames/%%05d.png, - for y4m on stdin) or prompt directory")
+    parser.add_argument("-f", dest="format", choices=INPUT_FORMATS, default="video", help="input format")
+    parser.add_argument("output", metavar="OUT.pmt", help="output file (- for standard output with -f promptus-dir)")
+    source = parser.add_argument_group("input")
+    source.add_argument("-r", dest="rate", default=None, help="frame rate (default: the input's; 30 for prompt dirs)")
+    source.add_argument("-ss", dest="start", type=float, default=None, help="start time in seconds")
+    source.add_argument("-t", dest="duration", type=float, default=None, help="duration in seconds")
+    source.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, help="frames to encode")
+    source.add_argument("-s", dest="size", default=None, help="output size WxH (default: the input's)")
+    source.add_argument("--fit", choices=("crop", "pad", "scale"), default="crop",
+                        help="how -s changes the aspect ratio (default crop, as the official code)")
+    coding = parser.add_argument_group("rate and coding")
+    coding.add_argument("-b:v", dest="bitrate", default=None, help="target bitrate, e.g. 225k: picks rank and -g")
+    coding.add_argument("--rank", type=int, default=None, help="factor rank (default 8, or the rate control's)")
+    coding.add_argument("-g", dest="interval", type=int, default=None, help="keyframe interval (default 10)")
+    coding.add_argument("--scene-threshold", default="0.3",
+                        help="normalised latent distance that starts a new scene (0 for equal frames, about 2 for "
+                             "unrelated ones; default 0.3), or off")
+    coding.add_argument("--latent-codec", choices=[c.name.lower() for c in LatentCodec], default=None,
+                        help="first-frame latent: q8 (default for video), f16, f32 (default for prompt dirs)")
+    coding.add_argument("--coding", choices=[c.name.lower() for c in Coding], default="entropy",
                         help="8-bit symbols entropy coded (default) or stored raw")
-    parser.add_argument("output", metavar="OUT.pmt", help="output file, or - for standard output")
+    fitting = parser.add_argument_group("fitting")
+    fitting.add_argument("--model", default=None, metavar="NAME|PATH",
+                         help="generator: sd-turbo, tiny or a path (default $PROMPTUS_MODEL or sd-turbo)")
+    fitting.add_argument("--iterations", type=int, default=None, help="iterations per keyframe (official 1500)")
+    fitting.add_argument("--first-iterations", type=int, default=None,
+                         help="iterations for a scene's first keyframe (official 10000; default --iterations if given)")
+    fitting.add_argument("--perceptual", choices=("auto", "lpips", "vgg", "ms-ssim", "none"), default="auto",
+                         help="perceptual loss (auto: LPIPS or VGG-19 when their weights are present, else MS-SSIM)")
+    fitting.add_argument("--alpha", type=float, default=0.8, help="MSE weight of the loss (official 0.8)")
+    fitting.add_argument("--warm-start", action="store_true", help="start each keyframe from the previous one")
+    fitting.add_argument("--seed", type=int, default=0, help="seed of the factor initialisation")
+    fitting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    fitting.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                         help="auto: bf16 on CUDA, fp32 on the CPU")
+    report = parser.add_argument_group("reporting")
+    report.add_argument("--stats", metavar="FILE.jsonl", help="one JSON record per keyframe (frames, loss, PSNR)")
+    report.add_argument("-progress", default=None, metavar="URL", help="key=value progress to pipe:1, pipe:2 or a file")
+    report.add_argument("-nostats", action="store_true", help="no progress bar on a terminal")
     add_overwrite_flags(parser)
     add_common_flags(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
     set_log_level(args.loglevel)
-    fps = parse_rate(args.rate)
-    with atomic_output(args.output, args.overwrite) as sink:
-        size = import_promptus_dir(args.input, sink, fps=fps, latent_codec=LatentCodec[args.latent_codec.upper()],
-                                   coding=Coding[args.coding.upper()])
-    logging.info("wrote %s: %d bytes", args.output, size)
+    if args.format == "promptus-dir":
+        fps = parse_rate(args.rate or "30")
+        with atomic_output(args.output, args.overwrite) as sink:
+            size = import_promptus_dir(args.input, sink, fps=fps,
+                                       latent_codec=LatentCodec[(args.latent_codec or "f32").upper()],
+                                       coding=Coding[args.coding.upper()])
+        logging.info("wrote %s: %d bytes", args.output, size)
+        return 0
+    return _encode_video(args)
+
+
+def _encode_video(args) -> int:
+    from ..api import encode
+    from ..ratecontrol import parse_bitrate
+    from ..video_input import parse_size
+
+    if args.output in ("-", "pipe:", "pipe:1"):
+        raise CommandError("video encoding writes a file (the index needs the whole stream); give OUT.pmt")
+    iterations = args.iterations
+    first = args.first_iterations if args.first_iterations is not None else iterations
+    for name, value in (("--iterations", iterations), ("--first-iterations", first), ("--rank", args.rank),
+                        ("-g", args.interval)):
+        if value is not None and value < (0 if "iterations" in name else 1):
+            raise CommandError(f"{name} {value} is out of range")
+    threshold = None if args.scene_threshold == "off" else float(args.scene_threshold)
+    rate = Fraction(*parse_rate(args.rate)) if args.rate else None
+    options = dict(model=args.model, bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, rank=args.rank,
+                   interval=args.interval, first_iterations=first, iterations=iterations,
+                   scene_threshold=threshold, latent_codec=args.latent_codec or "q8", coding=args.coding,
+                   perceptual=args.perceptual, alpha=args.alpha, warm_start=args.warm_start, seed=args.seed,
+                   device=args.device, precision=args.precision,
+                   size=parse_size(args.size) if args.size else None, fit=args.fit, rate=rate, start=args.start,
+                   duration=args.duration, max_frames=args.frames)
+    show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
+    stats = open(args.stats, "w") if args.stats else None  # noqa: SIM115 - closed below
+    progress: Progress | None = None
+    done = [0]
+
+    def on_keyframe(report) -> None:
+        nonlocal progress
+        if progress is None:
+            progress = Progress(0, Fraction(1), target=args.progress, bar=show_bar)
+        progress.advance(report.frame_index + 1 - done[0])
+        done[0] = report.frame_index + 1
+        logging.debug("keyframe %d: %d iterations, loss %.4f, PSNR %.2f dB", report.frame_index, report.iterations,
+                      report.loss, min(report.psnr))
+
+    finished = False
+    try:
+        result = encode(args.input, args.output, overwrite=bool(args.overwrite), stats=stats, on_keyframe=on_keyframe,
+                        **options)
+        finished = True
+    finally:
+        if stats is not None:
+            stats.close()
+        if progress is not None:
+            progress.close(finished=finished)
+    psnrs = [p for k in result.summary.keyframes for p in k.psnr]
+    logging.info("wrote %s: %d frames, %d bytes, %.1f kbit/s (rank %d, keyframe interval %d), PSNR %.2f dB",
+                 args.output, result.frames, result.bytes, result.bitrate_bps / 1000, result.rank, result.interval,
+                 sum(psnrs) / len(psnrs))
     return 0
 
 

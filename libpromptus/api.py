@@ -143,3 +143,131 @@ def decode(path: str | os.PathLike, output: str, *, codec: str | None = None, cr
         raise
     writer.close()
     return writer.frames
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Everything `encode` accepts besides the input and output names."""
+
+    model: str | None = None               # default: $PROMPTUS_MODEL, else sd-turbo
+    bitrate: float | None = None           # bits per second (-b:v); chooses rank and interval
+    rank: int | None = None                # --rank (overrides the rate control's choice)
+    interval: int | None = None            # -g
+    first_iterations: int | None = None    # default: the model's (official 10,000 for sd-turbo)
+    iterations: int | None = None          # default: the model's (official 1,500 for sd-turbo)
+    scene_threshold: float | None = 0.3    # None: no scene detection
+    latent_codec: str = "q8"
+    coding: str = "entropy"
+    perceptual: str = "auto"
+    alpha: float = 0.8
+    warm_start: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    size: tuple[int, int] | None = None    # -s
+    fit: str = "crop"
+    rate: Fraction | None = None           # -r
+    start: float | None = None             # -ss
+    duration: float | None = None          # -t
+    max_frames: int | None = None          # -frames:v
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What an encode produced; `summary` has the per-keyframe reports."""
+
+    frames: int
+    bytes: int
+    bitrate_bps: float
+    rank: int
+    interval: int
+    summary: object
+
+
+def encode(source: str, output: str, *, overwrite: bool = False, stats=None, on_iteration=None, on_keyframe=None,
+           **options) -> EncodeResult:
+    """Encode a video (any input PyAV reads) into a .pmt file; see `EncodeOptions`.
+
+    The output is written under a temporary name and renamed when complete.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from . import __version__
+    from .bitstream import Coding, LatentCodec, Metadata, StreamWriter
+    from .encoding import DEFAULT_ITERATIONS, Encoder, EncoderSettings
+    from .engines import create_engine
+    from .losses import make_perceptual_loss
+    from .models import load_generator, load_latent_encoder
+    from .ratecontrol import choose
+    from .video_input import open_video
+
+    opts = EncodeOptions(**options)
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
+    generator = load_generator(opts.model)
+    latent_encoder = load_latent_encoder(opts.model)
+    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
+                    fit=opts.fit, rate=opts.rate) as reader:
+        info = reader.info
+        profile = generator.profile
+        header = profile.sequence_header(width=info.width, height=info.height, fps_num=info.rate.numerator,
+                                         fps_den=info.rate.denominator, frame_count=info.frame_count or 0,
+                                         model_hash=generator.identity())
+        rank, interval = _rank_and_interval(opts, header, info, choose)
+        precision = opts.precision
+        device_engine = create_engine("torch", generator, header, device=opts.device, precision=precision)
+        if precision == "auto" and device_engine.device.type == "cuda":
+            device_engine = create_engine("torch", generator, header, device=opts.device, precision="bf16")
+        latent_encoder.module.to(device_engine.device)
+        first_default, later_default = DEFAULT_ITERATIONS.get(generator.name, DEFAULT_ITERATIONS["sd-turbo"])
+        settings = EncoderSettings(
+            rank=rank, interval=interval,
+            first_iterations=first_default if opts.first_iterations is None else opts.first_iterations,
+            iterations=later_default if opts.iterations is None else opts.iterations,
+            alpha=opts.alpha, scene_threshold=opts.scene_threshold,
+            latent_codec=LatentCodec[opts.latent_codec.upper()], coding=Coding[opts.coding.upper()],
+            warm_start=opts.warm_start, seed=opts.seed,
+            bitrate=opts.bitrate if opts.interval is None else None)
+        perceptual = make_perceptual_loss(opts.perceptual, device_engine.device)
+        handle = tempfile.NamedTemporaryFile(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part",
+                                             delete=False)
+        try:
+            with handle:
+                writer = StreamWriter(handle, header)
+                writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
+                                       ("settings", f"model={generator.name} rank={rank} interval={interval} "
+                                                    f"iterations={settings.first_iterations}/{settings.iterations} "
+                                                    f"latent_codec={opts.latent_codec} perceptual={perceptual.kind} "
+                                                    f"seed={opts.seed}"))))
+                encoder = Encoder(writer, device_engine, latent_encoder, perceptual, settings, stats=stats,
+                                  on_iteration=on_iteration, on_keyframe=on_keyframe)
+                encoder.expected_frames = info.frame_count
+                for frame in reader.frames():
+                    encoder.push(frame)
+                if encoder.summary.scenes == 0:
+                    raise ValueError(f"{source}: no frames to encode")
+                summary = encoder.finish()
+            os.chmod(handle.name, 0o644)
+            os.replace(handle.name, target)
+        except BaseException:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+    duration = Fraction(summary.frames * header.fps_den, header.fps_num)
+    return EncodeResult(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
+
+
+def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, info, choose) -> tuple[int, int]:
+    """--rank/-g as given; otherwise the rate control's choice for -b:v; else the official 8 and 10."""
+    if opts.bitrate is None:
+        return opts.rank or 8, opts.interval or 10
+    frames = info.frame_count or round(10 * info.rate)
+    channels, height, width = header.latent_shape
+    # Everything but the keyframes: prefix, header, metadata, one 8-bit entropy-coded latent
+    # (about 7 bits per value) or a stored float one, end of stream.
+    latent = channels * height * width * {"q8": 7 / 8, "f16": 2, "f32": 4}[opts.latent_codec] + 64
+    fixed = round(10 + 100 + 200 + latent + 18 + 8)
+    choice = choose(opts.bitrate, frames=frames, rate=float(info.rate), fixed_bytes=fixed,
+                    cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
+    return opts.rank or choice.rank, opts.interval or choice.interval

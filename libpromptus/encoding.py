@@ -1,0 +1,279 @@
+"""The encoder: frames in, `.pmt` units out, closed loop with the decoding process.
+
+`Encoder` takes frames one at a time (`push`) and writes units as keyframes are fitted.
+Everything it fits against is exactly what a decoder will reconstruct: the coded
+(quantized) first-frame latent, the 8-bit factors, the generated latent of each previous
+keyframe, the interval's frames generated in the decoder's batches. Scene cuts start a
+new scene with a fresh first-frame latent and a scene-cut marker.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from .bitstream import Coding, Keyframe, LatentCodec, SceneCut, SceneStart, SequenceHeader, StreamWriter
+from .engines import DEFAULT_BATCH
+from .fitting import FitSettings, fit_keyframe
+from .losses import PerceptualLoss, fitting_loss
+from .noise import noise_tensor
+from .prompts import Interval, keyframe_factors
+from .quantization import quantize_u8
+
+log = logging.getLogger("libpromptus")
+
+
+#: Iterations (a scene's first keyframe, later keyframes) per model: the official budget
+#: for SD-Turbo; a CPU-sized one for the tiny test model.
+DEFAULT_ITERATIONS = {"sd-turbo": (10_000, 1_500), "tiny": (30, 10)}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How to encode; defaults are the official Promptus settings where they exist."""
+
+    rank: int = 8
+    interval: int = 10                        # keyframe interval (-g)
+    first_iterations: int = 10_000           # a scene's first keyframe
+    iterations: int = 1_500                  # later keyframes
+    learning_rate: float = 0.1
+    alpha: float = 0.8                       # MSE weight; 1 - alpha goes to the perceptual term
+    prompt_weight: float = 0.1               # weight of mean(|c|)
+    scene_threshold: float | None = 0.3      # normalised latent distance that starts a scene; None: off
+    latent_codec: LatentCodec = LatentCodec.Q8
+    coding: Coding = Coding.ENTROPY
+    warm_start: bool = False                 # start each keyframe from the previous one's factors
+    seed: int = 0
+    batch: int = DEFAULT_BATCH
+    bitrate: float | None = None             # bits/s: adapt the keyframe interval to hit it (rate control)
+    max_interval: int = 30                   # longest interval the rate control may choose
+
+
+@dataclass
+class KeyframeReport:
+    """What `--stats` records per keyframe."""
+
+    frame_index: int
+    first_frame: int
+    iterations: int
+    loss: float
+    psnr: list[float]
+    bytes: int
+    scene: int
+
+
+@dataclass
+class EncodeSummary:
+    frames: int = 0
+    scenes: int = 0
+    keyframes: list[KeyframeReport] = field(default_factory=list)
+    bytes: int = 0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (100 for identical images)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def pad_to(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad on the right and bottom by repeating the last column and row (SPEC.md §8.8)."""
+    return np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
+
+
+def scene_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Scale-free latent distance of two frames: 0 for equal latents, about 2 for unrelated ones."""
+    spread = 0.5 * (float(a.var()) + float(b.var())) + 1e-8
+    return float(((a - b) ** 2).mean()) / spread
+
+
+class Encoder:
+    """Encodes pushed frames into a StreamWriter, keyframe by keyframe."""
+
+    def __init__(self, writer: StreamWriter, engine, latent_encoder, perceptual: PerceptualLoss,
+                 settings: EncoderSettings, *, stats: TextIO | None = None,
+                 on_iteration: Callable[[int, int, float], None] | None = None,
+                 on_keyframe: Callable[[KeyframeReport], None] | None = None) -> None:
+        self.header: SequenceHeader = writer.header
+        self._writer = writer
+        self._engine = engine
+        self._latent_encoder = latent_encoder
+        self._perceptual = perceptual
+        self.settings = settings
+        self._stats = stats
+        self._on_iteration = on_iteration
+        self._on_keyframe = on_keyframe
+        self._device = engine.device
+        self._noise = torch.from_numpy(noise_tensor(self.header)).to(self._device)
+        self._rng = torch.Generator().manual_seed(settings.seed)
+        self.summary = EncodeSummary()
+        self._pending: list[np.ndarray] = []          # frames after the last keyframe
+        self._last_pending = -1                       # display index of the last pending frame
+        self._previous_key: tuple[int, Keyframe] | None = None
+        self._previous_latent: torch.Tensor | None = None   # P, the generated latent of the last keyframe
+        self._last_scene_latent: torch.Tensor | None = None
+        self._next_frame = 0
+        self._interval = settings.interval
+        self.expected_frames: int | None = None      # total frames, when known, for the rate control
+        self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300)
+        self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20)
+
+    # ------------------------------------------------------------------ input
+
+    def push(self, frame: np.ndarray) -> None:
+        """Add the next source frame (uint8 [height, width, 3])."""
+        h = self.header
+        if frame.shape != (h.height, h.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {self._next_frame} is {frame.shape} {frame.dtype}, not ({h.height}, {h.width}, 3)")
+        index = self._next_frame
+        self._next_frame += 1
+        latent = self._encode_latent(frame)
+        if self._previous_key is None and not self._pending:
+            self._start_scene(index, frame, latent, cut=False)
+            return
+        if self.settings.scene_threshold is not None and \
+                scene_distance(latent, self._last_scene_latent) > self.settings.scene_threshold:
+            if self._pending:
+                self._close_interval()
+            self._start_scene(index, frame, latent, cut=True)
+            return
+        self._last_scene_latent = latent
+        self._pending.append(frame)
+        self._last_pending = index
+        if len(self._pending) >= self._interval:
+            self._close_interval()
+
+    def finish(self) -> EncodeSummary:
+        """Fit the last keyframe (the last frame) and close the stream."""
+        if self._pending:
+            self._close_interval()
+        self.summary.frames = self._next_frame
+        self.summary.bytes = self._writer.close()
+        return self.summary
+
+    # ------------------------------------------------------------------ scenes and keyframes
+
+    def _encode_latent(self, frame: np.ndarray) -> torch.Tensor:
+        h = self.header
+        padded = torch.from_numpy(pad_to(frame, h.coded_height, h.coded_width))[None]
+        return self._latent_encoder.encode(padded)[0].cpu()
+
+    def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
+        codec = self.settings.latent_codec
+        array = latent.numpy()
+        if codec == LatentCodec.Q8:
+            codes, scales, zeros = zip(*(quantize_u8(channel) for channel in array))
+            unit = SceneStart(index, codec, self.settings.coding, np.stack(codes), tuple(scales), tuple(zeros))
+        else:
+            unit = SceneStart(index, codec, self.settings.coding,
+                              array.astype(np.float32 if codec == LatentCodec.F32 else np.float16))
+        if cut:
+            self._writer.write(SceneCut(index))
+        self._writer.write(unit)
+        self.summary.scenes += 1
+        self._last_scene_latent = latent
+        self._previous_latent = torch.from_numpy(unit.dequantized_latent()[None]).to(self._device)
+        self._previous_key = None
+        self._pending = [frame]
+        self._last_pending = index
+        self._close_interval()
+
+    def _targets(self, frames: list[np.ndarray]) -> torch.Tensor:
+        stacked = torch.from_numpy(np.stack(frames)).to(self._device)
+        return stacked.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        h = self.header
+        cropped = images[:, :, : h.height, : h.width]
+        return fitting_loss(cropped, targets, prompts, self._perceptual, alpha=self.settings.alpha,
+                            prompt_weight=self.settings.prompt_weight)
+
+    def _close_interval(self) -> None:
+        """Fit the keyframe at the last pending frame through all pending frames, write it,
+        and advance the latent chain exactly as the decoder will."""
+        h = self.header
+        frames = self._pending
+        end = self._last_pending
+        start = None if self._previous_key is None else self._previous_key[0]
+        interval = 1 if start is None else end - start
+        previous_factors = None
+        if start is not None:
+            u_a, v_a = keyframe_factors(self._previous_key[1])
+            previous_factors = (torch.from_numpy(u_a).to(self._device), torch.from_numpy(v_a).to(self._device))
+        z = h.prev_weight * self._previous_latent + h.noise_weight * self._noise
+        init = previous_factors if (self.settings.warm_start and previous_factors is not None) else None
+        settings = self._fit_settings_first if start is None else self._fit_settings
+
+        def report(iteration: int, loss: float) -> None:
+            if self._on_iteration is not None:
+                self._on_iteration(end, iteration, loss)
+
+        result = fit_keyframe(self._engine.forward, z, self._targets(frames), self._loss,
+                              rank=self.settings.rank, cond_shape=(h.cond_tokens, h.cond_dim),
+                              previous=previous_factors, interval=interval, settings=settings,
+                              generator=self._rng, init=init, on_iteration=report)
+        u_q, u_scale, u_zero = quantize_u8(result.u.cpu().numpy())
+        v_q, v_scale, v_zero = quantize_u8(result.v.cpu().numpy())
+        keyframe = Keyframe(end, self.settings.coding, u_q, v_q, u_scale, u_zero, v_scale, v_zero)
+        size = self._writer.write(keyframe)
+        images, latent = self._reconstruct(keyframe, start, z)
+        self._previous_latent = latent
+        self._previous_key = (end, keyframe)
+        report_entry = KeyframeReport(end, end if start is None else start + 1, result.iterations, result.loss,
+                                      [psnr(img[: h.height, : h.width], src) for img, src in zip(images, frames)],
+                                      size, self.summary.scenes - 1)
+        self.summary.keyframes.append(report_entry)
+        if self._stats is not None:
+            self._stats.write(json.dumps({
+                "keyframe": report_entry.frame_index, "frames": [report_entry.first_frame, end],
+                "scene": report_entry.scene, "iterations": report_entry.iterations, "loss": report_entry.loss,
+                "bytes": size, "psnr": [round(p, 4) for p in report_entry.psnr]}) + "\n")
+            self._stats.flush()
+        if self._on_keyframe is not None:
+            self._on_keyframe(report_entry)
+        self._pending = []
+        if self.settings.bitrate is not None:
+            self._interval = self._next_interval(size, end + 1)
+
+    def _next_interval(self, keyframe_size: int, frames_done: int) -> int:
+        """Rate control: the interval that spends what is left of the budget evenly.
+
+        The budget is `bitrate` over the expected length; what is spent counts every byte
+        written so far plus the index entries and end unit still to come. The next
+        keyframes are assumed to cost what the last one did. Without a known length, the
+        budget is spent per frame as it comes.
+        """
+        rate = self.header.fps_num / self.header.fps_den
+        per_frame = self.settings.bitrate / rate / 8
+        spent = self._writer.size + 13 * len(self.summary.keyframes) + 13 * self.summary.scenes + 18
+        cost = keyframe_size + 13
+        total = self.expected_frames
+        if total is None or total <= frames_done:
+            wanted = math.ceil((spent + cost) / per_frame - frames_done)
+        else:
+            affordable = math.floor((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
+            wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.settings.max_interval
+        return max(1, min(self.settings.max_interval, wanted))
+
+    def _reconstruct(self, keyframe: Keyframe, start: int | None, z: torch.Tensor):
+        """Generate the interval's frames exactly as a decoder does (same conditioning, same
+        batches of `batch` frames); return their uint8 images and keyframe's latent."""
+        factors_b = keyframe_factors(keyframe)
+        factors_a = None if start is None else keyframe_factors(self._previous_key[1])
+        interval = Interval(start, keyframe.frame_index, factors_a, factors_b)
+        frames = list(interval.frames)
+        images: list[np.ndarray] = []
+        latent = None
+        for chunk_start in range(0, len(frames), self.settings.batch):
+            chunk = frames[chunk_start:chunk_start + self.settings.batch]
+            prompts = torch.from_numpy(np.stack([interval.conditioning(f) for f in chunk]))
+            generation = self._engine.generate(z.expand(len(chunk), *z.shape[1:]), prompts)
+            images.extend(generation.images.numpy())
+            latent = generation.latents[-1:]
+        return images, latent
