@@ -76,7 +76,7 @@ def read_units(source: Source) -> Iterator[ReadUnit]:
             while not validator.finished:
                 raw = units.read_unit()
                 try:
-                    unit = _parse(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor)
+                    unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor)
                     check_unit(unit, validator.header)
                     validator.feed(unit, raw.offset - start)
                     if isinstance(unit, SequenceHeader):
@@ -89,7 +89,8 @@ def read_units(source: Source) -> Iterator[ReadUnit]:
             stream_number += 1
 
 
-def _parse(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int) -> Unit:
+def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int) -> Unit:
+    """Parse one framed unit's payload (unknown ignorable types become `UnknownUnit`)."""
     if unit_type == 0:
         raise InvalidDataError("bad_field", "unit_type 0 is forbidden")
     try:

@@ -7,9 +7,12 @@ before a byte of it is written.
 """
 from __future__ import annotations
 
+import io
 from typing import BinaryIO
 
-from .framing import frame_unit, stream_prefix
+from .errors import InvalidDataError
+from .framing import UnitSource, frame_unit, stream_prefix
+from .reader import parse_unit
 from .syntax import encode_payload
 from .units import (
     IGNORABLE_TYPES,
@@ -42,6 +45,33 @@ class StreamWriter:
         check_unit(header, None)         # a refused header leaves the sink untouched
         self._emit(stream_prefix())
         self.write(header)
+
+    @classmethod
+    def resume(cls, sink: BinaryIO, written: bytes, *, write_index: bool = True) -> tuple["StreamWriter", list[Unit]]:
+        """Continue a stream of which `written` (whole units, no end yet) is already in `sink`.
+
+        The units are read back and checked as a reader would (CRC, values, order), so the
+        writer knows the stream's state; returns the writer and those units. The caller
+        positions `sink` right after `written`.
+        """
+        source = UnitSource(io.BytesIO(written))
+        minor = source.read_prefix()
+        if minor is None:
+            raise InvalidDataError("truncated", "nothing to resume: the partial stream is empty")
+        writer = cls.__new__(cls)
+        writer._sink = sink
+        writer._write_index = write_index
+        writer._validator = StreamValidator()
+        units: list[Unit] = []
+        while source.position < len(written):
+            raw = source.read_unit()
+            header = writer._validator.header
+            unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, header, minor)
+            check_unit(unit, header)
+            writer._validator.feed(unit, raw.offset)
+            units.append(unit)
+        writer.size = len(written)
+        return writer, units
 
     @property
     def header(self) -> SequenceHeader:

@@ -78,6 +78,8 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     fitting.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                          help="auto: bf16 on CUDA, fp32 on the CPU")
+    fitting.add_argument("--resume", action="store_true",
+                         help="continue an interrupted encode of the same input and options from its last keyframe")
     report = parser.add_argument_group("reporting")
     report.add_argument("--stats", metavar="FILE.jsonl", help="one JSON record per keyframe (frames, loss, PSNR)")
     report.add_argument("-progress", default=None, metavar="URL", help="key=value progress to pipe:1, pipe:2 or a file")
@@ -124,7 +126,7 @@ def _encode_video(args) -> int:
                    size=parse_size(args.size) if args.size else None, fit=args.fit, rate=rate, start=args.start,
                    duration=args.duration, max_frames=args.frames)
     show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
-    stats = open(args.stats, "w") if args.stats else None  # noqa: SIM115 - closed below
+    stats = open(args.stats, "a" if args.resume else "w") if args.stats else None  # noqa: SIM115 - closed below
     progress: Progress | None = None
     done = [0]
 
@@ -139,8 +141,8 @@ def _encode_video(args) -> int:
 
     finished = False
     try:
-        result = encode(args.input, args.output, overwrite=bool(args.overwrite), stats=stats, on_keyframe=on_keyframe,
-                        **options)
+        result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume, stats=stats,
+                        on_keyframe=on_keyframe, **options)
         finished = True
     finally:
         if stats is not None:

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -184,14 +185,21 @@ class EncodeResult:
     summary: object
 
 
-def encode(source: str, output: str, *, overwrite: bool = False, stats=None, on_iteration=None, on_keyframe=None,
-           **options) -> EncodeResult:
+def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False, stats=None,
+           on_iteration=None, on_keyframe=None, **options) -> EncodeResult:
     """Encode a video (any input PyAV reads) into a .pmt file; see `EncodeOptions`.
 
-    The output is written under a temporary name and renamed when complete.
+    The stream is written into `.OUTPUT.resume/` beside the output, with a checkpoint
+    after every keyframe, and renamed to `output` when complete: a failure never leaves a
+    partial file under the output name. After an interruption (Ctrl-C, a killed process)
+    `resume=True` continues from the last finished keyframe and gives the same bytes as
+    an uninterrupted run; any other failure removes the folder.
     """
-    import tempfile
+    import json
+    import shutil
     from pathlib import Path
+
+    import numpy as np
 
     from . import __version__
     from .bitstream import Coding, LatentCodec, Metadata, StreamWriter
@@ -206,6 +214,17 @@ def encode(source: str, output: str, *, overwrite: bool = False, stats=None, on_
     target = Path(output)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
+    work = target.parent / f".{target.name}.resume"
+    stream_path, state_path, arrays_path = work / "stream.partial", work / "state.json", work / "state.npz"
+    fingerprint = _fingerprint(source, opts)
+    state = None
+    if resume:
+        if not state_path.exists():
+            raise ValueError(f"{output}: nothing to resume (no checkpoint in {work})")
+        state = json.loads(state_path.read_text())
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"{output}: the input or options differ from the interrupted encode; "
+                             "start again without --resume")
     generator = load_generator(opts.model)
     latent_encoder = load_latent_encoder(opts.model)
     with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
@@ -231,31 +250,75 @@ def encode(source: str, output: str, *, overwrite: bool = False, stats=None, on_
             warm_start=opts.warm_start, seed=opts.seed,
             bitrate=opts.bitrate if opts.interval is None else None)
         perceptual = make_perceptual_loss(opts.perceptual, device_engine.device)
-        handle = tempfile.NamedTemporaryFile(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part",
-                                             delete=False)
+
+        def save_checkpoint(values: dict, arrays: dict) -> None:
+            handle.flush()
+            os.fsync(handle.fileno())
+            np.savez(work / "state.tmp.npz", **arrays)
+            os.replace(work / "state.tmp.npz", arrays_path)
+            (work / "state.tmp.json").write_text(json.dumps({**values, "fingerprint": fingerprint}))
+            os.replace(work / "state.tmp.json", state_path)
+
+        if state is None:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        handle = io.open(stream_path, "r+b" if state is not None else "wb")  # noqa: SIM115 - closed below
         try:
             with handle:
-                writer = StreamWriter(handle, header)
-                writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
-                                       ("settings", f"model={generator.name} rank={rank} interval={interval} "
-                                                    f"iterations={settings.first_iterations}/{settings.iterations} "
-                                                    f"latent_codec={opts.latent_codec} perceptual={perceptual.kind} "
-                                                    f"seed={opts.seed}"))))
+                if state is None:
+                    writer = StreamWriter(handle, header)
+                    writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
+                                           ("settings", f"model={generator.name} rank={rank} interval={interval} "
+                                                        f"iterations={settings.first_iterations}/"
+                                                        f"{settings.iterations} latent_codec={opts.latent_codec} "
+                                                        f"perceptual={perceptual.kind} seed={opts.seed}"))))
+                    units = None
+                else:
+                    written = handle.read(state["stream_bytes"])
+                    handle.truncate(state["stream_bytes"])
+                    handle.seek(state["stream_bytes"])
+                    writer, units = StreamWriter.resume(handle, written)
                 encoder = Encoder(writer, device_engine, latent_encoder, perceptual, settings, stats=stats,
-                                  on_iteration=on_iteration, on_keyframe=on_keyframe)
+                                  on_iteration=on_iteration, on_keyframe=on_keyframe, on_checkpoint=save_checkpoint)
                 encoder.expected_frames = info.frame_count
-                for frame in reader.frames():
-                    encoder.push(frame)
+                skip = 0
+                if state is not None:
+                    with np.load(arrays_path, allow_pickle=False) as arrays:
+                        encoder.restore(state, dict(arrays), units)
+                    skip = state["next_frame"]
+                for index, frame in enumerate(reader.frames()):
+                    if index >= skip:
+                        encoder.push(frame)
                 if encoder.summary.scenes == 0:
                     raise ValueError(f"{source}: no frames to encode")
                 summary = encoder.finish()
-            os.chmod(handle.name, 0o644)
-            os.replace(handle.name, target)
+            os.chmod(stream_path, 0o644)
+            os.replace(stream_path, target)
+            shutil.rmtree(work, ignore_errors=True)
+        except KeyboardInterrupt:
+            if not state_path.exists():
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
             raise
     duration = Fraction(summary.frames * header.fps_den, header.fps_num)
     return EncodeResult(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
+
+
+def _fingerprint(source: str, opts: EncodeOptions) -> str:
+    """What must not change between an interrupted encode and its resumption."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    try:
+        stat = os.stat(source)
+        identity = [os.path.abspath(source), stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        identity = [source]
+    text = json.dumps([identity, {k: str(v) for k, v in asdict(opts).items()}], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, info, choose) -> tuple[int, int]:

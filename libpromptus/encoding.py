@@ -99,7 +99,8 @@ class Encoder:
     def __init__(self, writer: StreamWriter, engine, latent_encoder, perceptual: PerceptualLoss,
                  settings: EncoderSettings, *, stats: TextIO | None = None,
                  on_iteration: Callable[[int, int, float], None] | None = None,
-                 on_keyframe: Callable[[KeyframeReport], None] | None = None) -> None:
+                 on_keyframe: Callable[[KeyframeReport], None] | None = None,
+                 on_checkpoint: Callable[[dict, dict[str, np.ndarray]], None] | None = None) -> None:
         self.header: SequenceHeader = writer.header
         self._writer = writer
         self._engine = engine
@@ -109,6 +110,7 @@ class Encoder:
         self._stats = stats
         self._on_iteration = on_iteration
         self._on_keyframe = on_keyframe
+        self._on_checkpoint = on_checkpoint
         self._device = engine.device
         self._noise = torch.from_numpy(noise_tensor(self.header)).to(self._device)
         self._rng = torch.Generator().manual_seed(settings.seed)
@@ -240,6 +242,45 @@ class Encoder:
         self._pending = []
         if self.settings.bitrate is not None:
             self._interval = self._next_interval(size, end + 1)
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(*self.checkpoint())
+
+    # ------------------------------------------------------------------ resuming
+
+    def checkpoint(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The state after the last keyframe: JSON-able values and arrays (no pickles).
+
+        With the units written so far, it is all `restore` needs to continue exactly as
+        an uninterrupted run would (same random numbers, same latent chain, same rate).
+        """
+        state = {
+            "next_frame": self._next_frame,
+            "interval": self._interval,
+            "stream_bytes": self._writer.size,
+            "scenes": self.summary.scenes,
+            "keyframes": [vars(k) for k in self.summary.keyframes],
+        }
+        arrays = {
+            "previous_latent": self._previous_latent.cpu().numpy(),
+            "last_scene_latent": self._last_scene_latent.numpy(),
+            "rng_state": self._rng.get_state().numpy(),
+        }
+        return state, arrays
+
+    def restore(self, state: dict, arrays: dict[str, np.ndarray], units: list) -> None:
+        """Continue from a checkpoint; `units` are the stream's units written up to it."""
+        keyframes = [u for u in units if isinstance(u, Keyframe)]
+        if not keyframes or keyframes[-1].frame_index != state["next_frame"] - 1:
+            raise ValueError("the checkpoint does not match the partial stream")
+        self._next_frame = state["next_frame"]
+        self._last_pending = self._next_frame - 1
+        self._interval = state["interval"]
+        self.summary.scenes = state["scenes"]
+        self.summary.keyframes = [KeyframeReport(**k) for k in state["keyframes"]]
+        self._previous_key = (keyframes[-1].frame_index, keyframes[-1])
+        self._previous_latent = torch.from_numpy(arrays["previous_latent"]).to(self._device)
+        self._last_scene_latent = torch.from_numpy(arrays["last_scene_latent"])
+        self._rng.set_state(torch.from_numpy(arrays["rng_state"]))
 
     def _next_interval(self, keyframe_size: int, frames_done: int) -> int:
         """Rate control: the interval that spends what is left of the budget evenly.
