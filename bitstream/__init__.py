@@ -5,6 +5,7 @@ and never imports torch, so probing, validating and remuxing streams is cheap.
 """
 from .errors import ERROR_CODES, InvalidDataError
 from .framing import SIGNATURE, VERSION_MAJOR, VERSION_MINOR
+from .merge import merge_streams
 from .reader import ReadUnit, Scene, Stream, read_streams, read_units
 from .units import (
     Coding,
@@ -27,7 +28,7 @@ from .writer import StreamWriter
 
 __all__ = [
     "ERROR_CODES", "InvalidDataError", "SIGNATURE", "VERSION_MAJOR", "VERSION_MINOR",
-    "ReadUnit", "Scene", "Stream", "read_streams", "read_units", "StreamWriter",
+    "ReadUnit", "Scene", "Stream", "read_streams", "read_units", "StreamWriter", "merge_streams",
     "Coding", "EndOfStream", "Index", "IndexEntry", "Keyframe", "LatentCodec", "Metadata", "NoiseAlgorithm",
     "PredictionType", "SceneCut", "SceneStart", "SequenceHeader", "Unit", "UnitType", "UnknownUnit",
 ]

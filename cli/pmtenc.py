@@ -80,6 +80,9 @@ def _parser() -> ArgumentParser:
                          help="auto: bf16 on CUDA, fp32 on the CPU")
     fitting.add_argument("--resume", action="store_true",
                          help="continue an interrupted encode of the same input and options from its last keyframe")
+    fitting.add_argument("--segment-seconds", type=float, default=None, metavar="S",
+                         help="encode closed segments of S seconds independently and merge them")
+    fitting.add_argument("--jobs", type=int, default=1, help="segments encoded at once (processes; default 1)")
     report = parser.add_argument_group("reporting")
     report.add_argument("--stats", metavar="FILE.jsonl", help="one JSON record per keyframe (frames, loss, PSNR)")
     report.add_argument("-progress", default=None, metavar="URL", help="key=value progress to pipe:1, pipe:2 or a file")
@@ -141,8 +144,10 @@ def _encode_video(args) -> int:
 
     finished = False
     try:
+        segmenting = {} if args.segment_seconds is None else {"segment_seconds": args.segment_seconds,
+                                                               "jobs": args.jobs}
         result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume, stats=stats,
-                        on_keyframe=on_keyframe, **options)
+                        on_keyframe=on_keyframe, **options, **segmenting)
         finished = True
     finally:
         if stats is not None:

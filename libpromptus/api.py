@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
 from .decoding import Frame, decode_frames
@@ -171,6 +172,17 @@ class EncodeOptions:
     start: float | None = None             # -ss
     duration: float | None = None          # -t
     max_frames: int | None = None          # -frames:v
+    skip_frames: int = 0                   # frames dropped after -ss (a segment's start)
+
+
+@dataclass
+class EncodeSummaryView:
+    """Frames, scenes, keyframe reports and bytes of a segmented encode."""
+
+    frames: int
+    scenes: int
+    keyframes: list
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -197,7 +209,6 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     """
     import json
     import shutil
-    from pathlib import Path
 
     import numpy as np
 
@@ -210,10 +221,16 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     from .ratecontrol import choose
     from .video_input import open_video
 
+    segment_seconds = options.pop("segment_seconds", None)
+    jobs = options.pop("jobs", 1)
     opts = EncodeOptions(**options)
     target = Path(output)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
+    if segment_seconds is not None:
+        if resume:
+            raise ValueError("--resume works per encode; a segmented encode restarts its unfinished segments")
+        return _encode_segments(source, target, opts, segment_seconds, jobs, stats)
     work = target.parent / f".{target.name}.resume"
     stream_path, state_path, arrays_path = work / "stream.partial", work / "state.json", work / "state.npz"
     fingerprint = _fingerprint(source, opts)
@@ -230,11 +247,12 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
                     fit=opts.fit, rate=opts.rate) as reader:
         info = reader.info
+        frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
         profile = generator.profile
         header = profile.sequence_header(width=info.width, height=info.height, fps_num=info.rate.numerator,
-                                         fps_den=info.rate.denominator, frame_count=info.frame_count or 0,
+                                         fps_den=info.rate.denominator, frame_count=frame_count or 0,
                                          model_hash=generator.identity())
-        rank, interval = _rank_and_interval(opts, header, info, choose)
+        rank, interval = _rank_and_interval(opts, header, info.rate, frame_count, choose)
         precision = opts.precision
         device_engine = create_engine("torch", generator, header, device=opts.device, precision=precision)
         if precision == "auto" and device_engine.device.type == "cuda":
@@ -280,12 +298,12 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
                     writer, units = StreamWriter.resume(handle, written)
                 encoder = Encoder(writer, device_engine, latent_encoder, perceptual, settings, stats=stats,
                                   on_iteration=on_iteration, on_keyframe=on_keyframe, on_checkpoint=save_checkpoint)
-                encoder.expected_frames = info.frame_count
-                skip = 0
+                encoder.expected_frames = frame_count
+                skip = opts.skip_frames
                 if state is not None:
                     with np.load(arrays_path, allow_pickle=False) as arrays:
                         encoder.restore(state, dict(arrays), units)
-                    skip = state["next_frame"]
+                    skip += state["next_frame"]
                 for index, frame in enumerate(reader.frames()):
                     if index >= skip:
                         encoder.push(frame)
@@ -321,16 +339,97 @@ def _fingerprint(source: str, opts: EncodeOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, info, choose) -> tuple[int, int]:
+def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, rate: Fraction, frame_count: int | None,
+                       choose) -> tuple[int, int]:
     """--rank/-g as given; otherwise the rate control's choice for -b:v; else the official 8 and 10."""
     if opts.bitrate is None:
         return opts.rank or 8, opts.interval or 10
-    frames = info.frame_count or round(10 * info.rate)
+    frames = frame_count or round(10 * rate)
     channels, height, width = header.latent_shape
     # Everything but the keyframes: prefix, header, metadata, one 8-bit entropy-coded latent
     # (about 7 bits per value) or a stored float one, end of stream.
     latent = channels * height * width * {"q8": 7 / 8, "f16": 2, "f32": 4}[opts.latent_codec] + 64
     fixed = round(10 + 100 + 200 + latent + 18 + 8)
-    choice = choose(opts.bitrate, frames=frames, rate=float(info.rate), fixed_bytes=fixed,
+    choice = choose(opts.bitrate, frames=frames, rate=float(rate), fixed_bytes=fixed,
                     cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
     return opts.rank or choice.rank, opts.interval or choice.interval
+
+
+def _encode_segment(source: str, output: str, options: dict, threads: int | None, log_level: int = logging.WARNING):
+    """One segment of a segmented encode (run in a worker process)."""
+    logging.getLogger().setLevel(log_level)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = encode(source, output, overwrite=True, **options)
+    return result.summary
+
+
+def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: float, jobs: int, stats):
+    """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) and
+    merge them into one stream: each segment starts a scene with its own first-frame latent."""
+    import concurrent.futures
+    import json
+    import multiprocessing
+    import shutil
+    import tempfile
+    from dataclasses import asdict
+
+    from . import __version__
+    from .bitstream import Metadata, merge_streams
+    from .video_input import open_video
+
+    if segment_seconds <= 0 or jobs < 1:
+        raise ValueError("--segment-seconds must be positive and --jobs at least 1")
+    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
+                    fit=opts.fit, rate=opts.rate) as reader:
+        rate = reader.info.rate
+        total = reader.info.frame_count
+        if total is None:
+            total = sum(1 for _ in reader.frames())
+    length = max(1, round(segment_seconds * rate))
+    starts = list(range(0, total, length))
+    if not starts:
+        raise ValueError(f"{source}: no frames to encode")
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.segments-"))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    try:
+        base = {k: v for k, v in asdict(opts).items() if k not in ("max_frames", "skip_frames")}
+        tasks = []
+        for number, first in enumerate(starts):
+            count = min(length, total - first)
+            limit = first + count if opts.max_frames is None else min(first + count, opts.max_frames)
+            tasks.append((source, str(work / f"{number:05d}.pmt"),
+                          {**base, "max_frames": limit, "skip_frames": first}, threads,
+                          logging.getLogger().getEffectiveLevel()))
+        if jobs == 1:
+            summaries = [_encode_segment(*task) for task in tasks]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                summaries = list(pool.map(_encode_segment, *zip(*tasks)))
+        segments = [read_streams(task[1])[0] for task in tasks]
+        temporary = work / "merged.pmt"
+        with io.open(temporary, "wb") as sink:
+            settings = dict(segments[0].metadata).get("settings", "")
+            size = merge_streams(segments, sink, metadata=Metadata((
+                ("encoder", f"libpromptus {__version__}"),
+                ("settings", f"{settings} segment_seconds={segment_seconds}".strip()))))
+        if stats is not None:
+            for first, summary in zip(starts, summaries):
+                for report in summary.keyframes:
+                    record = {"keyframe": report.frame_index + first,
+                              "frames": [report.first_frame + first, report.frame_index + first],
+                              "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
+                              "bytes": report.bytes, "psnr": [round(p, 4) for p in report.psnr], "segment_start": first}
+                    stats.write(json.dumps(record) + "\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    duration = Fraction(total * rate.denominator, rate.numerator)
+    keyframes = [k for s in summaries for k in s.keyframes]
+    merged = EncodeSummaryView(total, len(segments), keyframes, size)
+    return EncodeResult(total, size, float(size * 8 / duration), segments[0].scenes[0].keyframes[0].unit.rank,
+                        length, merged)
