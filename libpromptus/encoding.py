@@ -21,9 +21,9 @@ import torch
 from .bitstream import Coding, Keyframe, LatentCodec, SceneCut, SceneStart, SequenceHeader, StreamWriter
 from .engines import DEFAULT_BATCH
 from .fitting import FitSettings, fit_keyframe
-from .losses import PerceptualLoss, fitting_loss
+from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
 from .noise import noise_tensor
-from .prompts import Interval, keyframe_factors
+from .prompts import Interval, compose, keyframe_factors
 from .quantization import quantize_u8
 
 log = logging.getLogger("libpromptus")
@@ -49,6 +49,7 @@ class EncoderSettings:
     latent_codec: LatentCodec = LatentCodec.Q8
     coding: Coding = Coding.ENTROPY
     warm_start: bool = False                 # start each keyframe from the previous one's factors
+    temporal_beta: float | None = None       # the paper's beta*D + (1-beta)*||c_t - c_t-1||; None: off (official)
     seed: int = 0
     batch: int = DEFAULT_BATCH
     bitrate: float | None = None             # bits/s: adapt the keyframe interval to hit it (rate control)
@@ -111,6 +112,7 @@ class Encoder:
         self._on_iteration = on_iteration
         self._on_keyframe = on_keyframe
         self._on_checkpoint = on_checkpoint
+        self._anchor: torch.Tensor | None = None     # keyframe a's conditioning, for the temporal term
         self._device = engine.device
         self._noise = torch.from_numpy(noise_tensor(self.header)).to(self._device)
         self._rng = torch.Generator().manual_seed(settings.seed)
@@ -193,8 +195,12 @@ class Encoder:
     def _loss(self, images: torch.Tensor, targets: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         h = self.header
         cropped = images[:, :, : h.height, : h.width]
-        return fitting_loss(cropped, targets, prompts, self._perceptual, alpha=self.settings.alpha,
+        loss = fitting_loss(cropped, targets, prompts, self._perceptual, alpha=self.settings.alpha,
                             prompt_weight=self.settings.prompt_weight)
+        beta = self.settings.temporal_beta
+        if beta is None or self._anchor is None:
+            return loss
+        return beta * loss + (1 - beta) * temporal_smoothness(prompts, self._anchor, reduction="none")
 
     def _close_interval(self) -> None:
         """Fit the keyframe at the last pending frame through all pending frames, write it,
@@ -209,6 +215,7 @@ class Encoder:
             u_a, v_a = keyframe_factors(self._previous_key[1])
             previous_factors = (torch.from_numpy(u_a).to(self._device), torch.from_numpy(v_a).to(self._device))
         z = h.prev_weight * self._previous_latent + h.noise_weight * self._noise
+        self._anchor = None if previous_factors is None else compose(*previous_factors)
         init = previous_factors if (self.settings.warm_start and previous_factors is not None) else None
         settings = self._fit_settings_first if start is None else self._fit_settings
 
