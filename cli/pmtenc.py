@@ -137,11 +137,17 @@ def _encode_video(args) -> int:
     progress: Progress | None = None
     done = [0]
 
-    def on_keyframe(report) -> None:
+    def on_start(frame_count: int | None, rate: Fraction) -> None:
         nonlocal progress
-        if progress is None:
-            progress = Progress(0, Fraction(1), target=args.progress, bar=show_bar)
+        progress = Progress(frame_count, rate, target=args.progress, bar=show_bar)
+
+    def on_iteration(keyframe: int, iteration: int, loss: float) -> None:
+        if iteration == 1 or iteration % 5 == 0:
+            progress.note(f"keyframe {keyframe} iteration {iteration} loss {loss:.4f}")
+
+    def on_keyframe(report) -> None:
         progress.advance(report.frame_index + 1 - done[0])
+        progress.note(f"keyframe {report.frame_index}: loss {report.loss:.4f}, PSNR {min(report.psnr):.2f} dB")
         done[0] = report.frame_index + 1
         logging.debug("keyframe %d: %d iterations, loss %.4f, PSNR %.2f dB", report.frame_index, report.iterations,
                       report.loss, min(report.psnr))
@@ -151,7 +157,8 @@ def _encode_video(args) -> int:
         segmenting = {} if args.segment_seconds is None else {"segment_seconds": args.segment_seconds,
                                                                "jobs": args.jobs}
         result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume, stats=stats,
-                        on_keyframe=on_keyframe, **options, **segmenting)
+                        on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe, **options,
+                        **segmenting)
         finished = True
     finally:
         if stats is not None:

@@ -20,7 +20,7 @@ PERIOD_S = 0.5
 class Progress:
     """Counts frames and reports them to a terminal bar and/or a -progress target."""
 
-    def __init__(self, total: int, rate: Fraction, *, target: str | None, bar: bool) -> None:
+    def __init__(self, total: int | None, rate: Fraction, *, target: str | None, bar: bool) -> None:
         self._rate = rate
         self._start = time.monotonic()
         self._last_report = 0.0
@@ -35,6 +35,11 @@ class Progress:
         elif target is not None:
             self._target = open(target, "w")  # noqa: SIM115 - closed in close()
             self._owned = True
+
+    def note(self, text: str) -> None:
+        """Show `text` beside the bar (e.g. the keyframe being fitted, its loss)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
 
     def advance(self, count: int = 1) -> None:
         self.frames += count

@@ -199,14 +199,16 @@ class EncodeResult:
 
 
 def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False, stats=None,
-           on_iteration=None, on_keyframe=None, **options) -> EncodeResult:
+           on_start=None, on_iteration=None, on_keyframe=None, **options) -> EncodeResult:
     """Encode a video (any input PyAV reads) into a .pmt file; see `EncodeOptions`.
 
     The stream is written into `.OUTPUT.resume/` beside the output, with a checkpoint
     after every keyframe, and renamed to `output` when complete: a failure never leaves a
     partial file under the output name. After an interruption (Ctrl-C, a killed process)
     `resume=True` continues from the last finished keyframe and gives the same bytes as
-    an uninterrupted run; any other failure removes the folder.
+    an uninterrupted run; any other failure removes the folder. Callbacks:
+    `on_start(frame_count or None, rate)`, `on_iteration(keyframe, iteration, loss)`,
+    `on_keyframe(KeyframeReport)`.
     """
     import json
     import shutil
@@ -254,6 +256,8 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
                                          fps_den=info.rate.denominator, frame_count=frame_count or 0,
                                          model_hash=generator.identity())
         rank, interval = _rank_and_interval(opts, header, info.rate, frame_count, choose)
+        if on_start is not None:
+            on_start(frame_count, info.rate)
         precision = opts.precision
         device_engine = create_engine("torch", generator, header, device=opts.device, precision=precision)
         if precision == "auto" and device_engine.device.type == "cuda":
