@@ -10,7 +10,7 @@ import sys
 from fractions import Fraction
 
 from ..bitstream import Coding, LatentCodec
-from ..bitstream.limits import MAX_FPS_TERM
+from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..importers.promptus_dir import import_promptus_dir
 from .common import (
     ArgumentParser,
@@ -122,6 +122,8 @@ def _encode_video(args) -> int:
                         ("-g", args.interval)):
         if value is not None and value < (0 if "iterations" in name else 1):
             raise CommandError(f"{name} {value} is out of range")
+    if args.interval is not None and args.interval > MAX_KEYFRAME_INTERVAL:
+        raise CommandError(f"-g {args.interval}: keyframe intervals are 1..{MAX_KEYFRAME_INTERVAL}")
     threshold = None if args.scene_threshold == "off" else float(args.scene_threshold)
     rate = Fraction(*parse_rate(args.rate)) if args.rate else None
     options = dict(model=args.model, bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, rank=args.rank,

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
+from .bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
 from .decoding import Frame, decode_frames
 from .engines import DEFAULT_BATCH
 
@@ -245,17 +246,22 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
         if state.get("fingerprint") != fingerprint:
             raise ValueError(f"{output}: the input or options differ from the interrupted encode; "
                              "start again without --resume")
-    generator = load_generator(opts.model)
-    latent_encoder = load_latent_encoder(opts.model)
     with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
                     fit=opts.fit, rate=opts.rate) as reader:
         info = reader.info
+        generator = load_generator(opts.model)
+        latent_encoder = load_latent_encoder(opts.model)
         frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
         profile = generator.profile
         header = profile.sequence_header(width=info.width, height=info.height, fps_num=info.rate.numerator,
                                          fps_den=info.rate.denominator, frame_count=frame_count or 0,
                                          model_hash=generator.identity())
         rank, interval = _rank_and_interval(opts, header, info.rate, frame_count, choose)
+        max_rank = min(header.cond_tokens, header.cond_dim, MAX_RANK)
+        if not 1 <= rank <= max_rank:
+            raise ValueError(f"--rank {rank}: model {generator.name} allows ranks 1..{max_rank}")
+        if not 1 <= interval <= MAX_KEYFRAME_INTERVAL:
+            raise ValueError(f"-g {interval}: keyframe intervals are 1..{MAX_KEYFRAME_INTERVAL}")
         if on_start is not None:
             on_start(frame_count, info.rate)
         precision = opts.precision

@@ -18,7 +18,16 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from .bitstream import Coding, Keyframe, LatentCodec, SceneCut, SceneStart, SequenceHeader, StreamWriter
+from .bitstream import (
+    Coding,
+    Keyframe,
+    LatentCodec,
+    SceneCut,
+    SceneStart,
+    SequenceHeader,
+    StreamWriter,
+)
+from .bitstream.limits import MAX_KEYFRAME_INTERVAL
 from .engines import DEFAULT_BATCH
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
@@ -53,7 +62,7 @@ class EncoderSettings:
     seed: int = 0
     batch: int = DEFAULT_BATCH
     bitrate: float | None = None             # bits/s: adapt the keyframe interval to hit it (rate control)
-    max_interval: int = 30                   # longest interval the rate control may choose
+    max_interval: int = MAX_KEYFRAME_INTERVAL  # longest interval the rate control may choose
 
 
 @dataclass
@@ -305,7 +314,7 @@ class Encoder:
         if total is None or total <= frames_done:
             wanted = math.ceil((spent + cost) / per_frame - frames_done)
         else:
-            affordable = math.floor((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
+            affordable = round((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
             wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.settings.max_interval
         return max(1, min(self.settings.max_interval, wanted))
 

@@ -17,9 +17,11 @@ KEYFRAME_OVERHEAD = 1 + 3 + 4 + 16 + 2 * 8
 U_BITS_PER_SYMBOL = 5.9
 V_BITS_PER_SYMBOL = 7.07
 INDEX_ENTRY = 13
-#: The paper's ladder is rank 4..32, interval 2..10; lower rates need longer intervals
-#: or lower ranks, so the search extends it down to rank 1 and up to interval 30.
+#: The paper's ladder is rank 4..32, interval 2..10. The search keeps to intervals 2..10
+#: (many small keyframes let the encoder's interval adaptation hit the rate closely) and
+#: goes down to rank 1; only when nothing fits there does it try intervals up to 30.
 RANKS = range(1, 33)
+LADDER_INTERVALS = range(2, 11)
 INTERVALS = range(2, 31)
 
 
@@ -51,22 +53,24 @@ def choose(target_bits_per_second: float, *, frames: int, rate: float, fixed_byt
            cond_dim: int = 1024) -> RateChoice:
     """The (rank, interval) whose estimated size is largest without exceeding the target.
 
-    At equal size the smaller interval wins (the paper's preference). When nothing fits,
-    the smallest possible stream (rank 1, the longest interval) is chosen.
+    Intervals of the paper's ladder (2..10) are tried first; at equal size the smaller
+    interval wins (the paper's preference). When nothing fits even at interval 30, the
+    smallest possible stream (rank 1, interval 30) is chosen.
     """
     budget = target_bits_per_second * frames / rate / 8
-    best: RateChoice | None = None
-    for interval in INTERVALS:
-        for rank in RANKS:
-            size = estimate_bytes(rank, interval, frames=frames, fixed_bytes=fixed_bytes, cond_tokens=cond_tokens,
-                                  cond_dim=cond_dim)
-            if size <= budget and (best is None or size > best.estimated_bytes):
-                best = RateChoice(rank, interval, size)
-    if best is None:
-        interval = INTERVALS[-1]
-        best = RateChoice(1, interval, estimate_bytes(1, interval, frames=frames, fixed_bytes=fixed_bytes,
-                                                      cond_tokens=cond_tokens, cond_dim=cond_dim))
-    return best
+    for intervals in (LADDER_INTERVALS, INTERVALS):
+        best: RateChoice | None = None
+        for interval in intervals:
+            for rank in RANKS:
+                size = estimate_bytes(rank, interval, frames=frames, fixed_bytes=fixed_bytes,
+                                      cond_tokens=cond_tokens, cond_dim=cond_dim)
+                if size <= budget and (best is None or size > best.estimated_bytes):
+                    best = RateChoice(rank, interval, size)
+        if best is not None:
+            return best
+    interval = INTERVALS[-1]
+    return RateChoice(1, interval, estimate_bytes(1, interval, frames=frames, fixed_bytes=fixed_bytes,
+                                                  cond_tokens=cond_tokens, cond_dim=cond_dim))
 
 
 def parse_bitrate(text: str) -> float:
