@@ -187,3 +187,12 @@ def max_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     """(largest absolute difference, number of differing components) of two uint8 arrays."""
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return int(diff.max(initial=0)), int(np.count_nonzero(diff))
+
+
+def empty_model_places(base: Path) -> dict[str, str | None]:
+    """An environment in which no SD-Turbo can be found."""
+    env: dict[str, str | None] = {"PROMPTUS_MODEL": None, "HUGGINGFACE_HUB_CACHE": None}
+    for var in ("PROMPTUS_MODEL_DIR", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
+        (base / var).mkdir(parents=True)
+        env[var] = str(base / var)
+    return env

@@ -22,6 +22,7 @@ from decoding_helpers import (
     CLI_SCENES,
     OFFICIAL,
     OFFICIAL_REASON,
+    empty_model_places,
     max_difference,
     sd_turbo_stream,
     stack_frames,
@@ -117,14 +118,6 @@ def sd_frames(sd_file) -> np.ndarray:
 # ---------------------------------------------------------------- the runs, started together
 
 
-def _empty_model_places(base: Path) -> dict[str, str | None]:
-    env: dict[str, str | None] = {"PROMPTUS_MODEL": None, "HUGGINGFACE_HUB_CACHE": None}
-    for var in ("PROMPTUS_MODEL_DIR", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
-        (base / var).mkdir(parents=True)
-        env[var] = str(base / var)
-    return env
-
-
 def _job_dir(workdir: Path, name: str) -> Path:
     directory = workdir / name
     directory.mkdir()
@@ -175,7 +168,7 @@ def runs(workdir, tiny_file, sd_file):
             return encode, pmtdec("-i", "sky.pmt", "--model", "tiny", "--force-model", "--start-frame", 131,
                                   "-loglevel", "error", "out.mkv", cwd=d)
         runs.submit("sky", sky)
-    runs.submit("missing-model", lambda d: pmtdec("-i", sd, "out.y4m", cwd=d, env=_empty_model_places(d / "env")))
+    runs.submit("missing-model", lambda d: pmtdec("-i", sd, "out.y4m", cwd=d, env=empty_model_places(d / "env")))
     runs.submit("forced", lambda d: pmtdec("-i", sd, "--model", "tiny", "--force-model", "-loglevel", "error",
                                            "out.mkv", cwd=d))
     for name, (arguments, _) in OUTPUTS.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from decoding_helpers import sd_turbo_stream
+from decoding_helpers import empty_model_places, sd_turbo_stream
 from libpromptus.bitstream import Keyframe, SceneStart, read_streams, read_units
 
 from libpromptus.samples import write_sample
@@ -64,15 +64,6 @@ def names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-def _empty_model_places(base: Path) -> dict[str, str | None]:
-    """An environment in which no SD-Turbo can be found."""
-    env: dict[str, str | None] = {"PROMPTUS_MODEL": None, "HUGGINGFACE_HUB_CACHE": None}
-    for var in ("PROMPTUS_MODEL_DIR", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
-        (base / var).mkdir(parents=True)
-        env[var] = str(base / var)
-    return env
-
-
 class Runs:
     """Named jobs on a small thread pool, each in its own directory; `result(name)` waits."""
 
@@ -117,7 +108,7 @@ def runs(tmp_path_factory):
                                                   "out.pmt", cwd=d))
 
     def missing_model(d: Path):
-        env = _empty_model_places(d / "env")
+        env = empty_model_places(d / "env")
         return (pmtenc("-i", "clip.y4m", "out.pmt", cwd=d, env=env),
                 command("pmtdec", "-i", "sd.pmt", "out.y4m", cwd=d, env=env))
     runs.submit("missing-model", {**small, "sd.pmt": clips / "sd.pmt"}, missing_model)
