@@ -77,6 +77,8 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--beta", dest="temporal_beta", type=float, default=None,
                          help="the paper's temporal smoothing: beta*loss + (1-beta)*|c_t - c_t-1| (paper 0.2; "
                               "default off, as the official code)")
+    fitting.add_argument("--patience", type=int, default=None, metavar="N",
+                         help="stop a keyframe's fitting after N iterations without a better loss (default: off)")
     fitting.add_argument("--seed", type=int, default=0, help="seed of the factor initialisation")
     fitting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     fitting.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
@@ -130,7 +132,7 @@ def _encode_video(args) -> int:
                    interval=args.interval, first_iterations=first, iterations=iterations,
                    scene_threshold=threshold, latent_codec=args.latent_codec or "q8", coding=args.coding,
                    perceptual=args.perceptual, alpha=args.alpha, warm_start=args.warm_start,
-                   temporal_beta=args.temporal_beta, seed=args.seed,
+                   temporal_beta=args.temporal_beta, patience=args.patience, seed=args.seed,
                    device=args.device, precision=args.precision,
                    size=parse_size(args.size) if args.size else None, fit=args.fit, rate=rate, start=args.start,
                    duration=args.duration, max_frames=args.frames)

@@ -165,6 +165,7 @@ class EncodeOptions:
     alpha: float = 0.8
     warm_start: bool = False
     temporal_beta: float | None = None     # the paper's temporal smoothing (beta 0.2 there); None: off
+    patience: int | None = None            # early stopping: iterations without improvement; None: off
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -276,7 +277,7 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
             iterations=later_default if opts.iterations is None else opts.iterations,
             alpha=opts.alpha, scene_threshold=opts.scene_threshold,
             latent_codec=LatentCodec[opts.latent_codec.upper()], coding=Coding[opts.coding.upper()],
-            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, seed=opts.seed,
+            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed,
             bitrate=opts.bitrate if opts.interval is None else None)
         perceptual = make_perceptual_loss(opts.perceptual, device_engine.device)
 

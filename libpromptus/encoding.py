@@ -58,6 +58,7 @@ class EncoderSettings:
     latent_codec: LatentCodec = LatentCodec.Q8
     coding: Coding = Coding.ENTROPY
     warm_start: bool = False                 # start each keyframe from the previous one's factors
+    patience: int | None = None              # stop a keyframe after this many iterations without improvement
     temporal_beta: float | None = None       # the paper's beta*D + (1-beta)*||c_t - c_t-1||; None: off (official)
     seed: int = 0
     batch: int = DEFAULT_BATCH
@@ -134,8 +135,9 @@ class Encoder:
         self._next_frame = 0
         self._interval = settings.interval
         self.expected_frames: int | None = None      # total frames, when known, for the rate control
-        self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300)
-        self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20)
+        self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300,
+                                               patience=settings.patience)
+        self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20, patience=settings.patience)
 
     # ------------------------------------------------------------------ input
 

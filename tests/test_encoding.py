@@ -606,3 +606,19 @@ def test_a_frame_of_the_wrong_shape_is_refused(tiny):
         encoder.push(np.zeros((32, 16, 3), np.uint8))
     with pytest.raises(ValueError):
         encoder.push(np.zeros((32, 32, 3), np.float32))
+
+
+def test_patience_stops_a_fit_that_no_longer_improves():
+    """A loss that never improves after the first iteration stops after `patience` more."""
+    def flat_forward(z, prompts):
+        image = torch.zeros(prompts.shape[0], 3, 4, 4) + 0.0 * prompts.mean()
+        return z, image
+
+    def loss_fn(images, targets, prompts):
+        return ((images - targets) ** 2).mean(dim=(1, 2, 3))
+
+    settings = FitSettings(iterations=50, learning_rate=0.1, plateau_window=20, patience=4)
+    result = fit_keyframe(flat_forward, torch.zeros(1, 4, 1, 1), torch.ones(1, 3, 4, 4), loss_fn, rank=2,
+                          cond_shape=(3, 5), previous=None, interval=1, settings=settings,
+                          generator=torch.Generator().manual_seed(0))
+    assert result.iterations == 5 and result.loss == pytest.approx(1.0)
