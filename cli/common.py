@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from ..bitstream import InvalidDataError
+from ..files import publish
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -83,10 +84,7 @@ def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
     try:
         with handle:
             yield handle
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, target)
+        publish(handle.name, target)
     except BaseException:
         os.unlink(handle.name)
         raise

@@ -83,7 +83,6 @@ def _main(argv: list[str]) -> int:
 
 def _decode_video(streams, args) -> None:
     from fractions import Fraction
-
     from pathlib import Path
 
     from ..api import check_model, decoder_model

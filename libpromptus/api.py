@@ -21,6 +21,7 @@ from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_unit
 from .bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
 from .decoding import Frame, decode_frames
 from .engines import DEFAULT_BATCH
+from .files import publish
 
 log = logging.getLogger("libpromptus")
 
@@ -322,8 +323,7 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
                 if encoder.summary.scenes == 0:
                     raise ValueError(f"{source}: no frames to encode")
                 summary = encoder.finish()
-            os.chmod(stream_path, 0o644)
-            os.replace(stream_path, target)
+            publish(stream_path, target)
             shutil.rmtree(work, ignore_errors=True)
         except KeyboardInterrupt:
             if not state_path.exists():
@@ -436,8 +436,7 @@ def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: 
                               "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
                               "bytes": report.bytes, "psnr": [round(p, 4) for p in report.psnr], "segment_start": first}
                     stats.write(json.dumps(record) + "\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
+        publish(temporary, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     duration = Fraction(total * rate.denominator, rate.numerator)

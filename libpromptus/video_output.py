@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import publish
+
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -136,10 +138,7 @@ class VideoWriter:
                 os.replace(produced, destination / produced.name)
             self._temporary.rmdir()
         else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._temporary, 0o666 & ~umask)
-            os.replace(self._temporary, self._name)
+            publish(self._temporary, self._name)
         self._temporary = None
 
     def abort(self) -> None:
