@@ -179,16 +179,6 @@ class EncodeOptions:
     skip_frames: int = 0                   # frames dropped after -ss (a segment's start)
 
 
-@dataclass
-class EncodeSummaryView:
-    """Frames, scenes, keyframe reports and bytes of a segmented encode."""
-
-    frames: int
-    scenes: int
-    keyframes: list
-    bytes: int
-
-
 @dataclass(frozen=True)
 class EncodeResult:
     """What an encode produced; `summary` has the per-keyframe reports."""
@@ -390,6 +380,7 @@ def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: 
 
     from . import __version__
     from .bitstream import Metadata, merge_streams
+    from .encoding import EncodeSummary
     from .video_input import open_video
 
     if segment_seconds <= 0 or jobs < 1:
@@ -441,6 +432,6 @@ def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: 
         shutil.rmtree(work, ignore_errors=True)
     duration = Fraction(total * rate.denominator, rate.numerator)
     keyframes = [k for s in summaries for k in s.keyframes]
-    merged = EncodeSummaryView(total, len(segments), keyframes, size)
+    merged = EncodeSummary(total, sum(len(s.scenes) for s in segments), keyframes, size)
     return EncodeResult(total, size, float(size * 8 / duration), segments[0].scenes[0].keyframes[0].unit.rank,
                         length, merged)

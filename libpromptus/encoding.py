@@ -9,7 +9,6 @@ new scene with a fresh first-frame latent and a scene-cut marker.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from .bitstream import (
     Keyframe,
     LatentCodec,
     SceneCut,
-    SceneStart,
     SequenceHeader,
     StreamWriter,
 )
@@ -33,10 +31,7 @@ from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
 from .noise import noise_tensor
 from .prompts import Interval, compose, keyframe_factors
-from .quantization import quantize_u8
-
-log = logging.getLogger("libpromptus")
-
+from .quantization import quantize_u8, scene_start
 
 #: Iterations (a scene's first keyframe, later keyframes) per model: the official budget
 #: for SD-Turbo; a CPU-sized one for the tiny test model.
@@ -180,14 +175,7 @@ class Encoder:
         return self._latent_encoder.encode(padded)[0].cpu()
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
-        codec = self.settings.latent_codec
-        array = latent.numpy()
-        if codec == LatentCodec.Q8:
-            codes, scales, zeros = zip(*(quantize_u8(channel) for channel in array))
-            unit = SceneStart(index, codec, self.settings.coding, np.stack(codes), tuple(scales), tuple(zeros))
-        else:
-            unit = SceneStart(index, codec, self.settings.coding,
-                              array.astype(np.float32 if codec == LatentCodec.F32 else np.float16))
+        unit = scene_start(index, latent.numpy(), self.settings.latent_codec, self.settings.coding)
         if cut:
             self._writer.write(SceneCut(index))
         self._writer.write(unit)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bitstream import Coding, LatentCodec, SceneStart
+
 
 def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
     """Quantize float values to (uint8 codes, binary32 scale, zero point)."""
@@ -18,3 +20,11 @@ def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
     zero_point = int(np.clip(np.round(255.0 - high / float(scale)), 0, 255))
     q = np.clip(np.round(x / scale + np.float32(zero_point)), 0, 255).astype(np.uint8)
     return q, float(scale), zero_point
+
+
+def scene_start(first_frame: int, latent: np.ndarray, codec: LatentCodec, coding: Coding) -> SceneStart:
+    """The scene start unit of a float latent [C, H, W] in the given codec (Q8: per channel)."""
+    if codec == LatentCodec.Q8:
+        codes, scales, zeros = zip(*(quantize_u8(channel) for channel in latent))
+        return SceneStart(first_frame, codec, coding, np.stack(codes), tuple(scales), tuple(zeros))
+    return SceneStart(first_frame, codec, coding, latent.astype(np.float32 if codec == LatentCodec.F32 else np.float16))

@@ -18,9 +18,9 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import __version__
-from ..bitstream import Coding, Keyframe, LatentCodec, Metadata, SceneStart, StreamWriter
+from ..bitstream import Coding, Keyframe, LatentCodec, Metadata, StreamWriter
 from ..profiles import SD_TURBO
-from ..quantization import quantize_u8
+from ..quantization import scene_start
 
 _KEYFRAME_FILE = re.compile(r"frame_(\d+)\.prompt\Z")
 _MAX_FILE_BYTES = 64 << 20
@@ -141,16 +141,8 @@ def import_promptus_dir(directory: str | Path, sink: BinaryIO, *, fps: tuple[int
         writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
                                ("source", "promptus-dir"),
                                ("settings", f"latent_codec={latent_codec.name.lower()} coding={coding.name.lower()}"))))
-        writer.write(_scene_start(latent, latent_codec, coding))
+        writer.write(scene_start(0, latent, latent_codec, coding))
         for frame_index, path in keyframes:
             k = read_keyframe(path, frame_index)
             writer.write(Keyframe(frame_index, coding, k.u, k.v, k.u_scale, k.u_zero_point, k.v_scale, k.v_zero_point))
     return writer.size
-
-
-def _scene_start(latent: np.ndarray, codec: LatentCodec, coding: Coding) -> SceneStart:
-    if codec == LatentCodec.Q8:
-        codes, scales, zeros = zip(*(quantize_u8(channel) for channel in latent))
-        return SceneStart(0, codec, coding, np.stack(codes), tuple(scales), tuple(zeros))
-    dtype = np.float32 if codec == LatentCodec.F32 else np.float16
-    return SceneStart(0, codec, coding, latent.astype(dtype))
