@@ -35,7 +35,7 @@ from .quantization import quantize_u8, scene_start
 
 #: Iterations (a scene's first keyframe, later keyframes) per model: the official budget
 #: for SD-Turbo; a CPU-sized one for the tiny test model.
-DEFAULT_ITERATIONS = {"sd-turbo": (10_000, 1_500), "tiny": (30, 10)}
+DEFAULT_ITERATIONS = {"sd-turbo": (10_000, 1_500), "tiny": (300, 100)}
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,24 @@ def sample_frames(frames: int = 48, width: int = 128, height: int = 128) -> list
     return out
 
 
-def write_sample(path: str, frames: int = 48, width: int = 128, height: int = 128, rate: int = 30) -> None:
-    """Write the sample clip to `path` (.y4m, lossless 4:4:4)."""
+def write_y4m(path: str, frames: list[np.ndarray], rate: int = 30) -> None:
+    """Write RGB uint8 frames to `path` as lossless y4m (4:4:4)."""
     import av
 
+    height, width = frames[0].shape[:2]
     with av.open(path, "w", format="yuv4mpegpipe") as container:
         stream = container.add_stream("rawvideo", rate=Fraction(rate))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
-        for image in sample_frames(frames, width, height):
+        for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_sample(path: str, frames: int = 48, width: int = 128, height: int = 128, rate: int = 30) -> None:
+    """Write the sample clip to `path` (.y4m, lossless 4:4:4)."""
+    write_y4m(path, sample_frames(frames, width, height), rate)
 
 
 def main(argv: list[str] | None = None) -> int:

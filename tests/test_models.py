@@ -33,11 +33,11 @@ from libpromptus.models import (
     load_generator,
     loading,
     locations,
-    make_tiny,
     model_identity,
     resolve_model,
 )
 from libpromptus.models import identity as identity_module
+from libpromptus.models import tiny_model
 from libpromptus.profiles import PROFILES, SD_TURBO, TINY
 
 TINY_DIR = locations.TINY_DIR
@@ -175,10 +175,11 @@ def test_tiny_profile_is_registered_and_fits_the_shipped_unet():
     assert PROFILES["tiny"] is TINY and PROFILES["sd-turbo"] is SD_TURBO
     assert TINY.size_multiple == TINY.latent_downsampling * 2 ** (len(config["block_out_channels"]) - 1) == 16
     assert (TINY.cond_tokens, TINY.cond_dim, TINY.latent_channels) == (77, 1024, 4)
-    assert TINY.schedule == SD_TURBO.schedule and TINY.timestep == 999 and TINY.noise_seed == 88
+    assert TINY.schedule == SD_TURBO.schedule and TINY.timestep == 49 and TINY.noise_seed == 88
+    assert (TINY.prev_weight, TINY.noise_weight) == (0.98, 0.22)   # sqrt(alpha_bar(49)), sqrt(1 - ...) rounded
     header = TINY.sequence_header(width=40, height=24, fps_num=30, fps_den=1, frame_count=3,
                                   model_hash=bytes.fromhex(MANIFEST["identity"]))
-    assert header.model_name == "tiny" and header.alpha_bar == pytest.approx(0.0046601, rel=1e-4)
+    assert header.model_name == "tiny" and header.alpha_bar == pytest.approx(0.95262557, rel=1e-7)
 
 
 def test_tiny_loads_through_the_diffusers_folder_path(monkeypatch):
@@ -577,17 +578,19 @@ def test_shipped_sd_turbo_config_is_the_sd21_unet():
     assert all(converted[k].shape == state[k].shape for k in state)
 
 
-# ---------------------------------------------------------------- make_tiny
+# ---------------------------------------------------------------- tiny_model.write
 
 
-def test_make_tiny_regenerates_identical_bytes(tmp_path):
-    assert make_tiny.main(["--out", str(tmp_path / "tiny")]) == 0
+def test_tiny_writer_reproduces_the_shipped_files(tmp_path):
+    """Writing the shipped tensors back gives the shipped bytes, configs and manifest included."""
+    states = {kind: tiny_state(kind) for kind in ("unet", "vae")}
+    manifest = tiny_model.write(tmp_path / "tiny", states, MANIFEST["training"])
+    assert manifest == MANIFEST
     shipped = sorted(p.relative_to(TINY_DIR) for p in TINY_DIR.rglob("*") if p.is_file())
     made = sorted(p.relative_to(tmp_path / "tiny") for p in (tmp_path / "tiny").rglob("*") if p.is_file())
-    assert made == shipped == sorted(Path(f) for f in (*make_tiny.FILES, "MANIFEST.json"))
+    assert made == shipped == sorted(Path(f) for f in (*tiny_model.FILES, "MANIFEST.json"))
     for rel in shipped:
         assert (tmp_path / "tiny" / rel).read_bytes() == (TINY_DIR / rel).read_bytes(), rel
-    assert make_tiny.main(["--check", "--out", str(TINY_DIR)]) == 0
 
 
 def test_tiny_weights_are_small_float16():

@@ -1,12 +1,10 @@
-"""Regenerate the shipped `tiny` test model: `python -m libpromptus.models.make_tiny [--out DIR]`.
+"""The `tiny` model's definition and file layout: its configs, a builder and the writer.
 
 `tiny` has the classes and conditioning of SD-Turbo (a `UNet2DConditionModel` taking a
 77 x 1024 conditioning on a 4-channel latent, an `AutoencoderTiny` decoder with 8x
-upsampling) at a few hundred kilobytes to a few megabytes, so the whole decoding
-process can be tested on a CPU in milliseconds. Its weights are not trained: every
-tensor is drawn from its own `numpy.random.RandomState` (the legacy generator, whose
-streams numpy keeps frozen), seeded from a hash of the tensor's name, so the files are
-bit-identical on any machine and with any torch or diffusers version.
+upsampling) at a few megabytes, so the whole codec can be tested on a CPU. Its weights
+are trained by `python -m libpromptus.models.train_tiny`, which builds the networks
+here and hands the trained weights to `write`.
 
 The weights are stored as float16: the SPEC.md §7 identity is defined on binary16
 values, so nothing that tells models apart is lost, the files are half the size, and a
@@ -15,22 +13,17 @@ are written from the fixed dictionaries below, not from diffusers' `save_pretrai
 so that they do not change with the diffusers version.
 
 The folder is a real diffusers layout (`unet/` and `vae/`, each `config.json` +
-`diffusion_pytorch_model.safetensors`) plus `MANIFEST.json`: the SHA-256 of every file
-and the model's §7 identity, which the loader checks.
+`diffusion_pytorch_model.safetensors`) plus `MANIFEST.json`: the SHA-256 of every file,
+the model's §7 identity (which the loader checks) and the training recipe.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-SEED = 20250
 NAME = "tiny"
 
 #: The denoising network: SD-Turbo's classes and conditioning, two resolution levels
@@ -97,48 +90,26 @@ FILES = ("unet/config.json", f"unet/{WEIGHTS}", "vae/config.json", f"vae/{WEIGHT
 DEFAULT_OUT = Path(__file__).resolve().parent / "tiny"
 
 
-def _shapes(cls, config: dict) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of the model, built on the meta device (no memory, no init)."""
-    with torch.device("meta"):
-        model = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def _draw(key: str, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """One tensor's float16 values, from a generator seeded by (SEED, key, name) only."""
-    seed = int.from_bytes(hashlib.sha256(f"libpromptus-tiny/{SEED}/{key}/{name}".encode()).digest()[:4], "little")
-    rng = np.random.RandomState(seed)
-    if len(shape) >= 2:                                   # linear / conv weights: LeCun normal
-        fan_in = int(np.prod(shape[1:]))
-        values = rng.standard_normal(shape) / np.sqrt(fan_in)
-    elif name.endswith("weight"):                         # normalisation scales around 1
-        values = 1.0 + 0.1 * rng.standard_normal(shape)
-    else:                                                 # biases: small
-        values = 0.02 * rng.standard_normal(shape)
-    return values.astype(np.float16)                      # float64 -> binary16, rounded once
-
-
-def make_state_dicts() -> dict[str, dict[str, torch.Tensor]]:
-    """{"unet": ..., "vae": ...}: the tiny model's float16 weights by diffusers name."""
+def build():
+    """Freshly initialised (unet, vae) modules with the tiny configs (torch's default init)."""
     from diffusers import AutoencoderTiny, UNet2DConditionModel
 
-    out = {}
-    for key, cls, config in (("unet", UNet2DConditionModel, UNET_CONFIG), ("vae", AutoencoderTiny, VAE_CONFIG)):
-        out[key] = {name: torch.from_numpy(_draw(key, name, shape)) for name, shape in _shapes(cls, config).items()}
-    return out
+    def plain(config: dict) -> dict:
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    return UNet2DConditionModel.from_config(plain(UNET_CONFIG)), AutoencoderTiny.from_config(plain(VAE_CONFIG))
 
 
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write(out: Path) -> dict:
-    """Write the tiny model folder into `out`; returns the manifest."""
+def write(out: Path, states: dict[str, dict[str, torch.Tensor]], training: dict) -> dict:
+    """Write the tiny model folder (float16 `states` {"unet": ..., "vae": ...}) into `out`; returns the manifest."""
     from safetensors.torch import save
 
     from .identity import tensors_identity
 
-    states = make_state_dicts()
     contents = {
         "unet/config.json": _json_bytes(UNET_CONFIG),
         f"unet/{WEIGHTS}": save(states["unet"], metadata={"format": "pt"}),
@@ -149,9 +120,10 @@ def write(out: Path) -> dict:
     named.update({f"vae.{n}": t for n, t in states["vae"].items() if n.startswith("decoder.")})
     manifest = {
         "name": NAME,
-        "description": "libpromptus test model: untrained, SD-Turbo's classes and conditioning at toy size",
-        "generator": "python -m libpromptus.models.make_tiny",
-        "seed": SEED,
+        "description": "libpromptus test model: SD-Turbo's classes and conditioning at toy size, "
+                       "trained on procedural video",
+        "generator": "python -m libpromptus.models.train_tiny",
+        "training": training,
         "dtype": "float16",
         "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in contents.items()},
         "identity": tensors_identity(named).hex(),
@@ -162,26 +134,3 @@ def write(out: Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m libpromptus.models.make_tiny", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--check", action="store_true",
-                        help="regenerate into a temporary folder and compare with --out instead of writing")
-    args = parser.parse_args(argv)
-    if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            write(Path(tmp))
-            differ = [rel for rel in (*FILES, "MANIFEST.json")
-                      if not (args.out / rel).is_file() or (args.out / rel).read_bytes() != (Path(tmp) / rel).read_bytes()]
-        for rel in differ:
-            print(f"differs: {args.out / rel}", file=sys.stderr)
-        return 1 if differ else 0
-    manifest = write(args.out)
-    print(f"wrote {args.out} (identity {manifest['identity']})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
