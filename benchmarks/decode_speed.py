@@ -2,11 +2,11 @@
 
 Prints one JSON object (device, versions, date, settings, numbers). Decodes a
 synthetic rank-8 stream (keyframe every 10 frames) with the given model and engine at
-batch 1 and batch 10, after one warm-up interval, and reports frames/s and, on CUDA,
+each batch size, after a warm-up run over the same frames, and reports frames/s and, on CUDA,
 peak GPU memory.
 
-    python benchmarks/decode_speed.py [--model tiny] [--engine torch] [--device auto]
-        [--frames 20] [--batches 1,10] [--size 512]
+    python benchmarks/decode_speed.py [--model tiny|sd-turbo-random] [--engine torch|compiled|tensorrt]
+        [--device auto] [--frames 20] [--batches 1,10,16] [--size 512]
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from libpromptus.api import check_model
 from libpromptus.bitstream import Coding, Keyframe, LatentCodec, SceneStart, StreamWriter, read_streams
 from libpromptus.decoding import decode_frames
 from libpromptus.engines import create_engine
-from libpromptus.models import load_generator
 from libpromptus.profiles import PROFILES
+
+from benchmark_models import NAMES, benchmark_generator
 
 
 def synthetic_stream(model: str, model_hash: bytes, size: int, frames: int, interval: int = 10,
@@ -49,32 +50,42 @@ def synthetic_stream(model: str, model_hash: bytes, size: int, frames: int, inte
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", choices=NAMES, default="tiny",
+                        help="sd-turbo-random: SD-Turbo's architecture with random weights")
     parser.add_argument("--engine", default="torch")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--frames", type=int, default=20, help="frames timed per batch size (after warm-up)")
-    parser.add_argument("--batches", default="1,10")
+    parser.add_argument("--batches", default="1,10,16")
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
 
-    generator = load_generator(args.model)
-    warmup = 11
-    streams = synthetic_stream(generator.name, generator.identity(), args.size, warmup + args.frames)
-    check_model(streams[0].header, generator)
-    engine = create_engine(args.engine, generator, streams[0].header, device=args.device, precision=args.precision)
+    generator = benchmark_generator(args.model)
+    engine = None
     results = []
     for batch in (int(b) for b in args.batches.split(",")):
-        list(decode_frames(streams, engine, batch=batch, frame_count=warmup))
+        # a batch never spans two intervals (each interval starts from the previous one's
+        # last latent), so batches above 10 get intervals of their own size
+        interval = max(10, batch)
+        first_timed = interval + 1   # frames from the second interval on are timed
+        streams = synthetic_stream(generator.name, generator.identity(), args.size, first_timed + args.frames, interval)
+        check_model(streams[0].header, generator)
+        if engine is None:
+            engine = create_engine(args.engine, generator, streams[0].header, device=args.device,
+                                   precision=args.precision)
+        # warm-up: the very frames timed below, so that every shape a compiled engine
+        # meets is built before the clock starts
+        list(decode_frames(streams, engine, batch=batch, start_frame=first_timed))
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        count = sum(1 for _ in decode_frames(streams, engine, batch=batch, start_frame=warmup))
+        count = sum(1 for _ in decode_frames(streams, engine, batch=batch, start_frame=first_timed))
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        entry = {"batch": batch, "frames": count, "seconds": round(seconds, 3), "fps": round(count / seconds, 3)}
+        entry = {"batch": batch, "keyframe_interval": interval, "frames": count, "seconds": round(seconds, 3),
+                 "fps": round(count / seconds, 3)}
         if engine.device.type == "cuda":
             entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         results.append(entry)
@@ -86,8 +97,8 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "versions": {name: importlib.metadata.version(name) for name in ("torch", "diffusers", "libpromptus")},
-        "settings": {"model": generator.name, "engine": engine.name, "precision": str(engine.dtype),
-                     "size": args.size, "rank": 8, "keyframe_interval": 10},
+        "settings": {"model": args.model, "engine": engine.name, "precision": str(engine.dtype),
+                     "size": args.size, "rank": 8},
         "results": results,
     }, indent=2))
 

@@ -42,11 +42,34 @@ class Engine(Protocol):
 
 def create_engine(name: str, generator: "Generator", header: "SequenceHeader", *, device: str = "auto",
                   precision: str = "auto") -> Engine:
-    """Build the engine called `name` ("auto" picks the fastest available one)."""
-    if name in ("auto", "torch"):
+    """Build the engine called `name`.
+
+    "auto" picks the fastest engine that can run here: TensorRT on CUDA when it is
+    installed, else the compiled engine on CUDA, else the PyTorch engine (on the CPU the
+    eager engine is as fast as the compiled one and starts at once).
+    """
+    if name == "auto":
+        name = _fastest_available(device)
+    if name == "torch":
         from .torch_engine import TorchEngine
 
         return TorchEngine(generator, header, device=device, precision=precision)
-    if name in ("compiled", "tensorrt"):
-        raise EngineUnavailableError(f"engine {name!r} is not available in this version; use --engine torch")
+    if name == "compiled":
+        from .compiled_engine import CompiledEngine
+
+        return CompiledEngine(generator, header, device=device, precision=precision)
+    if name == "tensorrt":
+        from .tensorrt_engine import TensorRTEngine
+
+        return TensorRTEngine(generator, header, device=device, precision=precision)
     raise EngineUnavailableError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+def _fastest_available(device: str) -> str:
+    import importlib.util
+
+    from .torch_engine import pick_device
+
+    if pick_device(device).type != "cuda":
+        return "torch"
+    return "tensorrt" if importlib.util.find_spec("tensorrt") is not None else "compiled"

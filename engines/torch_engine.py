@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..bitstream import SequenceHeader
-from ..denoise import denoised_latent, to_uint8
+from ..denoise import to_uint8
 from .base import Generation
+from .graphs import DenoisingStep, LatentDecoder
 
 if TYPE_CHECKING:
     from ..models import Generator
@@ -57,11 +58,8 @@ class TorchEngine:
         self.device = pick_device(device)
         self.dtype = pick_dtype(precision, self.device)
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        self._unet = _placed(generator.unet, self.device, self.dtype, memory_format)
-        self._decoder = _placed(generator.decoder, self.device, self.dtype, memory_format)
-        self._timestep = header.timestep
-        self._alpha_bar = header.alpha_bar
-        self._prediction_type = header.prediction_type
+        self.step = DenoisingStep(_placed(generator.unet, self.device, self.dtype, memory_format), header)
+        self.latent_decoder = LatentDecoder(_placed(generator.decoder, self.device, self.dtype, memory_format))
 
     def forward(self, latents: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable generation: (x0 float32 [B, C, h, w], image float32 in [-1, 1] [B, 3, H, W]).
@@ -69,12 +67,8 @@ class TorchEngine:
         The encoder fits prompts through this with autograd (the network's own weights
         are frozen); `generate` runs it under inference mode for decoding.
         """
-        z = latents.to(self.device, torch.float32)
-        timestep = torch.full((z.shape[0],), self._timestep, device=self.device, dtype=torch.long)
-        out = self._unet(z.to(self.dtype), timestep, encoder_hidden_states=prompts.to(self.device, self.dtype)).sample
-        x0 = denoised_latent(z, out.float(), self._alpha_bar, self._prediction_type)
-        image = self._decoder.decode(x0.to(self.dtype)).sample.float()
-        return x0, image
+        x0 = self.step(latents.to(self.device, torch.float32), prompts.to(self.device, torch.float32))
+        return x0, self.latent_decoder(x0)
 
     @torch.inference_mode()
     def generate(self, latents: torch.Tensor, prompts: torch.Tensor) -> Generation:
