@@ -53,6 +53,7 @@ _CENTER_MAX = 255 * 256             # center is in 1/256 symbol units
 _SCALE_MAX = 0xFFFF
 _INITIAL_STATE = 1                  # rANS state before the first / after the last symbol
 _MAX_LEB128_BYTES = 8               # data_size never needs more (see max_data_size)
+_DECODE_CHUNK = 1 << 16             # symbols per decoder call: bounds its int32 output to 256 KiB
 
 # EXP2NEG[k] = round(65536 * 2^(-k/64)), k = 0..63: the fractional part of the
 # base-2 exponent of a model weight (exact values; none lies near a rounding tie).
@@ -135,16 +136,21 @@ def _rans_encode(symbols: np.ndarray, model: constriction.stream.model.Categoric
 
 
 def _rans_decode(words: np.ndarray, model: constriction.stream.model.Categorical, n: int) -> np.ndarray:
-    """Decode n symbols (int32) from uint32 `words`, checking termination.
+    """Decode n symbols (uint8) from uint32 `words`, checking termination.
 
     Raises `InvalidDataError("entropy_error")` unless the last word is nonzero and, after
-    n symbols, every word has been consumed and the state is 1.
+    n symbols, every word has been consumed and the state is 1. Decodes in chunks, so
+    that a block of millions of symbols (10 bytes can code any number of zeros) costs
+    n bytes of memory, not constriction's 4n-byte int32 array as well.
     """
     if len(words) == 0 or words[-1] == 0:
         raise InvalidDataError("entropy_error", "data does not end in a nonzero word")
+    symbols = np.empty(n, dtype=np.uint8)
     try:
         coder = _AnsCoder(words)
-        symbols = coder.decode(model, n) if n else np.zeros(0, dtype=np.int32)
+        for start in range(0, n, _DECODE_CHUNK):
+            count = min(_DECODE_CHUNK, n - start)
+            symbols[start:start + count] = coder.decode(model, count)
         remaining, state = coder.pos()
     except Exception as exc:  # constriction reports its own errors as exceptions
         raise InvalidDataError("entropy_error", f"rANS decoder failed: {exc}") from None
@@ -289,4 +295,4 @@ def decode_symbols(data: bytes | bytearray | memoryview, offset: int, n: int) ->
         raise InvalidDataError("size_limit", f"data_size {data_size} exceeds the {end - pos} bytes left")
     model = _coder_model(model_type, center, scale)       # bad_field if W == 0
     words = np.frombuffer(buf, dtype="<u4", count=data_size // 4, offset=pos).astype(np.uint32)
-    return _rans_decode(words, model, n).astype(np.uint8), pos + data_size
+    return _rans_decode(words, model, n), pos + data_size

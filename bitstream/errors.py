@@ -23,7 +23,7 @@ ERROR_CODES: dict[str, str] = {
     "entropy_error": "entropy-coded data does not decode to a valid terminated block",
     "bad_index": "the index unit does not list the stream's scenes and keyframes",
     "frame_count_mismatch": "a declared frame count differs from the frames coded",
-    "stream_mismatch": "concatenated streams differ in size, frame rate or model",
+    "stream_mismatch": "concatenated streams differ in a sequence header field other than frame_count and noise_seed",
 }
 
 

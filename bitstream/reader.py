@@ -6,11 +6,14 @@ scenes, for tools such as pmtprobe. Both raise only `InvalidDataError` for bad i
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+import numpy as np
 
 from .errors import InvalidDataError
 from .framing import PREFIX_SIZE, UnitSource
@@ -28,7 +31,7 @@ from .units import (
     UnitType,
     UnknownUnit,
 )
-from .validation import StreamValidator, check_unit
+from .validation import StreamValidator, check_concatenation, check_unit
 
 Source = BinaryIO | str | os.PathLike
 
@@ -76,21 +79,29 @@ def read_units(source: Source) -> Iterator[ReadUnit]:
             while not validator.finished:
                 raw = units.read_unit()
                 try:
-                    unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor)
+                    unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor,
+                                      index_capacity=validator.index_capacity())
                     check_unit(unit, validator.header)
                     validator.feed(unit, raw.offset - start)
                     if isinstance(unit, SequenceHeader):
-                        first_header = _check_concatenation(first_header, unit)
+                        if first_header is None:
+                            first_header = unit
+                        else:
+                            check_concatenation(first_header, unit)
                 except InvalidDataError as err:
-                    if err.offset is None:
-                        err = InvalidDataError(err.code, err.message, raw.offset)
-                    raise err from None
+                    # a payload's own parsers count offsets from the payload: report the unit's
+                    raise InvalidDataError(err.code, err.message, raw.offset) from None
                 yield ReadUnit(unit, raw.offset, raw.offset - start, raw.size, stream_number, raw.unit_type)
             stream_number += 1
 
 
-def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int) -> Unit:
-    """Parse one framed unit's payload (unknown ignorable types become `UnknownUnit`)."""
+def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int,
+               *, index_capacity: int | None = None) -> Unit:
+    """Parse one framed unit's payload (unknown ignorable types become `UnknownUnit`).
+
+    `index_capacity`, when given, is the most entries an index unit may list here
+    (`StreamValidator.index_capacity`).
+    """
     if unit_type == 0:
         raise InvalidDataError("bad_field", "unit_type 0 is forbidden")
     try:
@@ -103,18 +114,7 @@ def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: Sequenc
         raise InvalidDataError("bad_field", f"may_ignore is {int(may_ignore)} on a {kind.name.lower()} unit")
     if header is None and kind != UnitType.SEQUENCE_HEADER:
         raise InvalidDataError("bad_unit_order", "the first unit of a stream is not a sequence header")
-    return decode_payload(kind, payload, header, minor)
-
-
-def _check_concatenation(first: SequenceHeader | None, header: SequenceHeader) -> SequenceHeader:
-    """All streams of one file form one video: same model, output size and frame rate."""
-    if first is not None:
-        same = (first.model_name, first.model_hash, first.width, first.height, first.fps_num, first.fps_den) == (
-            header.model_name, header.model_hash, header.width, header.height, header.fps_num, header.fps_den)
-        if not same:
-            raise InvalidDataError("stream_mismatch", "a concatenated stream differs in model, size or frame rate")
-        return first
-    return header
+    return decode_payload(kind, payload, header, minor, index_capacity=index_capacity)
 
 
 @dataclass
@@ -157,19 +157,41 @@ class Stream:
         return PREFIX_SIZE + sum(u.size for u in self.units)
 
 
-def read_streams(source: Source) -> list[Stream]:
-    """Read a whole file into `Stream`s (one per concatenated stream)."""
+def read_streams(source: Source, *, values: bool = True) -> list[Stream]:
+    """Read a whole file into `Stream`s (one per concatenated stream).
+
+    Every unit is kept, so memory grows with the stream, and faster than the file: a
+    41-byte keyframe unit may code 1.2 MB of factors. `values=False` keeps the shape and
+    dtype of every factor and latent array but not its values (each becomes a read-only
+    view of one zero, taking no memory), for tools that only describe a stream.
+    """
     streams: list[Stream] = []
     current: list[ReadUnit] = []
     first_frame = 0
     for item in read_units(source):
-        current.append(item)
+        current.append(item if values else _without_values(item))
         if isinstance(item.unit, EndOfStream):
             stream = _group(current, first_frame)
             streams.append(stream)
             first_frame += stream.frame_count
             current = []
     return streams
+
+
+def _without_values(item: ReadUnit) -> ReadUnit:
+    """`item` with its factor or latent arrays replaced by zero views of the same shape."""
+    unit = item.unit
+    if isinstance(unit, Keyframe):
+        unit = dataclasses.replace(unit, u=_zero_view(unit.u), v=_zero_view(unit.v))
+    elif isinstance(unit, SceneStart):
+        unit = dataclasses.replace(unit, latent=_zero_view(unit.latent))
+    else:
+        return item
+    return dataclasses.replace(item, unit=unit)
+
+
+def _zero_view(array: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.zeros((), dtype=array.dtype), array.shape)
 
 
 def _group(units: list[ReadUnit], first_frame: int) -> Stream:

@@ -31,7 +31,13 @@ from construct import (
 from . import entropy
 from .errors import InvalidDataError
 from .leb128 import decode_leb128, encode_leb128
-from .limits import MAX_LEB128_BYTES
+from .limits import (
+    MAX_INDEX_ENTRIES,
+    MAX_LEB128_BYTES,
+    MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY,
+    MAX_METADATA_VALUE,
+)
 from .units import (
     Coding,
     EndOfStream,
@@ -68,6 +74,27 @@ class _Leb128(Construct):
 
 
 Leb128 = _Leb128()
+
+
+class _CappedLeb128(_Leb128):
+    """A leb128() count or size with a cap (SPEC.md §10): a larger value is `size_limit`.
+
+    Raised as soon as the value is read, before anything is parsed or allocated from it:
+    a 32 MiB metadata payload of 16 M empty entries would otherwise become 16 M parsed
+    objects (minutes, gigabytes) before the count is checked.
+    """
+
+    def __init__(self, cap: int, field: str) -> None:
+        super().__init__()
+        self.cap = cap
+        self.field = field
+
+    def _parse(self, stream, context, path):
+        value = super()._parse(stream, context, path)
+        if value > self.cap:
+            raise InvalidDataError("size_limit", f"{self.field} {value} exceeds its cap {self.cap}")
+        return value
+
 
 SEQUENCE_HEADER = Struct(
     "model_name" / PascalString(Int8ul, "ascii"),
@@ -117,9 +144,9 @@ KEYFRAME_HEAD = Struct(
 )
 
 METADATA = Struct(
-    "entries" / PrefixedArray(Leb128, Struct(
-        "key" / PascalString(Leb128, "utf8"),
-        "value" / PascalString(Leb128, "utf8"),
+    "entries" / PrefixedArray(_CappedLeb128(MAX_METADATA_ENTRIES, "metadata entry_count"), Struct(
+        "key" / PascalString(_CappedLeb128(MAX_METADATA_KEY, "metadata key_size"), "utf8"),
+        "value" / PascalString(_CappedLeb128(MAX_METADATA_VALUE, "metadata value_size"), "utf8"),
     )),
 )
 
@@ -130,6 +157,12 @@ INDEX = Struct(
         "offset" / Int64ul,
     )),
 )
+
+#: The entries of INDEX as a packed numpy record, for reading: up to 2^21 of them parse
+#: in milliseconds where construct takes minutes.
+_INDEX_COUNT = _CappedLeb128(MAX_INDEX_ENTRIES, "index entry_count")
+_INDEX_ENTRY = np.dtype([("unit_type", "u1"), ("frame_index", "<u4"), ("offset", "<u8")])
+_INDEX_TYPES = {UnitType.SCENE_START.value: UnitType.SCENE_START, UnitType.KEYFRAME.value: UnitType.KEYFRAME}
 
 END_OF_STREAM = Struct("frame_count" / Int32ul, "index_offset" / Int64ul)
 
@@ -230,18 +263,20 @@ def _write_latent(out: io.BytesIO, unit: SceneStart) -> None:
 
 
 def decode_payload(unit_type: int, payload: bytes | memoryview, header: SequenceHeader | None,
-                   minor_version: int) -> Unit:
+                   minor_version: int, *, index_capacity: int | None = None) -> Unit:
     """Parse the payload of a known unit type.
 
     `header` is the stream's sequence header (None while parsing the header itself): it
     fixes the sizes of factor and latent arrays. In a version 1.0 stream every payload
     byte must belong to a field; a stream of a later minor version may append fields,
-    which this decoder skips (SPEC.md, "Versioning").
+    which this decoder skips (SPEC.md, "Versioning"). An index unit listing more than
+    `index_capacity` entries (when given: the seek points the stream has so far) is
+    `bad_index`, found before its entries are built.
     """
+    stream = io.BytesIO(payload)      # shares the buffer of a bytes payload (a memoryview would be copied)
     payload = memoryview(payload)
-    stream = io.BytesIO(payload)
     try:
-        unit, end = _decode(UnitType(unit_type), payload, stream, header)
+        unit, end = _decode(UnitType(unit_type), payload, stream, header, index_capacity)
     except StringError:
         # construct wraps the UnicodeDecodeError of a text field (metadata, model_name).
         raise InvalidDataError("bad_field", f"{UnitType(unit_type).name.lower()} text is not valid "
@@ -258,7 +293,7 @@ def decode_payload(unit_type: int, payload: bytes | memoryview, header: Sequence
 
 
 def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO,
-            header: SequenceHeader | None) -> tuple[Unit, int]:
+            header: SequenceHeader | None, index_capacity: int | None) -> tuple[Unit, int]:
     if kind == UnitType.SEQUENCE_HEADER:
         f = SEQUENCE_HEADER.parse_stream(stream)
         return _header_from_fields(f), stream.tell()
@@ -272,15 +307,27 @@ def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO,
         f = METADATA.parse_stream(stream)
         return Metadata(tuple((e.key, e.value) for e in f.entries)), stream.tell()
     if kind == UnitType.INDEX:
-        f = INDEX.parse_stream(stream)
-        entries = []
-        for e in f.entries:
-            if e.unit_type not in (UnitType.SCENE_START, UnitType.KEYFRAME):
-                raise InvalidDataError("bad_index", f"index entry names unit type {e.unit_type}")
-            entries.append(IndexEntry(UnitType(e.unit_type), e.frame_index, e.offset))
-        return Index(tuple(entries)), stream.tell()
+        return _decode_index(payload, stream, index_capacity)
     f = END_OF_STREAM.parse_stream(stream)
     return EndOfStream(f.frame_count, f.index_offset), stream.tell()
+
+
+def _decode_index(payload: memoryview, stream: io.BytesIO, capacity: int | None) -> tuple[Index, int]:
+    count = _INDEX_COUNT.parse_stream(stream)
+    offset = stream.tell()
+    end = offset + count * _INDEX_ENTRY.itemsize
+    if end > len(payload):
+        raise InvalidDataError("bad_payload_size", f"payload ends inside the {count} index entries")
+    if capacity is not None and count > capacity:
+        raise InvalidDataError("bad_index", f"the index lists {count} entries, the stream has {capacity} seek points")
+    table = np.frombuffer(payload, dtype=_INDEX_ENTRY, count=count, offset=offset)
+    kinds = table["unit_type"].tolist()
+    for kind in kinds:
+        if kind not in _INDEX_TYPES:
+            raise InvalidDataError("bad_index", f"index entry names unit type {kind}")
+    entries = map(IndexEntry, map(_INDEX_TYPES.__getitem__, kinds), table["frame_index"].tolist(),
+                  table["offset"].tolist())
+    return Index(tuple(entries)), end
 
 
 def _header_from_fields(f) -> SequenceHeader:
@@ -322,15 +369,15 @@ def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
         latent = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).copy()
         offset += size
     else:
+        # Each block is decoded straight into its place: a channel (q8) is a row, byte
+        # plane k of float values a column, so a latent at its cap is not held twice.
         blocks, per_block = _symbol_groups(codec, shape)
-        parts = []
-        for _ in range(blocks):
-            part, offset = _read_symbols(payload, offset, per_block, Coding.ENTROPY)
-            parts.append(part)
-        if codec == LatentCodec.Q8:
-            latent = np.concatenate(parts)
-        else:
-            latent = np.ascontiguousarray(np.stack(parts, axis=1)).view(dtype).reshape(-1)
+        q8 = codec == LatentCodec.Q8
+        planes = np.empty((blocks, per_block) if q8 else (per_block, blocks), dtype=np.uint8)
+        for k in range(blocks):
+            target = planes[k] if q8 else planes[:, k]
+            target[...], offset = _read_symbols(payload, offset, per_block, Coding.ENTROPY)
+        latent = planes if q8 else planes.view(dtype).reshape(-1)
     latent = latent.reshape(shape)
     return SceneStart(f.first_frame, codec, coding, latent, scales, zeros), offset
 

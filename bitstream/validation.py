@@ -7,6 +7,7 @@ to write, so the library cannot produce a stream it would refuse.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -142,6 +143,28 @@ def check_header(h: SequenceHeader) -> None:
     _require(h.full_range in (0, 1), "bad_field", f"full_range {h.full_range} is not 0 or 1")
 
 
+#: The sequence header fields that may differ between the streams of one file (SPEC.md §2.1).
+PER_STREAM_FIELDS = ("frame_count", "noise_seed")
+
+
+def check_concatenation(first: SequenceHeader, header: SequenceHeader) -> None:
+    """SPEC.md §2.1: a later stream of a file repeats the first one's sequence header but
+    for `frame_count` and `noise_seed`, so that one generator set up once (one engine,
+    one TensorRT plan) decodes the whole file and its output is one video."""
+    for item in dataclasses.fields(SequenceHeader):
+        if item.name not in PER_STREAM_FIELDS and getattr(first, item.name) != getattr(header, item.name):
+            raise InvalidDataError("stream_mismatch", f"a concatenated stream's {item.name} "
+                                   f"{_shown(getattr(header, item.name))} differs from the first stream's "
+                                   f"{_shown(getattr(first, item.name))}")
+
+
+def _shown(value) -> str:
+    """A header value as SPEC.md writes it: hashes in hex, enumerations and flags as numbers."""
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(int(value)) if isinstance(value, int) else repr(value) if isinstance(value, str) else str(value)
+
+
 def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
     """Check one unit's field values; `header` is the stream's sequence header."""
     if isinstance(unit, SequenceHeader):
@@ -271,6 +294,17 @@ class StreamValidator:
         self._last_keyframe = unit.frame_index
         self._scene_rank = unit.rank
         self.seek_points.append(IndexEntry(UnitType.KEYFRAME, unit.frame_index, offset))
+
+    def index_capacity(self) -> int | None:
+        """How many entries an index unit read next may list: the seek points so far.
+
+        None when an index unit may not come next (`feed` reports that order error). The
+        reader passes this to the index parser, which refuses a longer index (bad_index,
+        as rule 8 would at the end of the stream) before it builds up to 2^21 entries.
+        """
+        if self.finished or self._pending_cut is not None or self._index is not None or self._scene_first is None:
+            return None
+        return len(self.seek_points)
 
     @property
     def frames_so_far(self) -> int:

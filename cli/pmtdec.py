@@ -2,6 +2,8 @@
 
     pmtdec -i IN.pmt [options] OUTPUT            OUTPUT: out.mkv, out.mp4, out.y4m, out/%05d.png, - (y4m)
     pmtdec -i IN.pmt --dump-prompts OUT.npz      the per-frame conditioning, no model needed
+    pmtdec -i IN.pmt --conceal OUTPUT            decode a damaged file, concealing what was lost
+    pmtdec -i IN.pmt|DIR --verify                check against the conformance expectations (SPEC.md Annex B)
 """
 from __future__ import annotations
 
@@ -32,6 +34,15 @@ def _parser() -> ArgumentParser:
                         help="output: .mkv (FFV1), .mp4/.mov (H.264 RGB), .y4m, out/%%05d.png, or - for stdout")
     parser.add_argument("--dump-prompts", metavar="OUT.npz",
                         help="also write every frame's composed conditioning (float32 [frames, T, D]) to an .npz")
+    parser.add_argument("--verify", action="store_true",
+                        help="instead of decoding, check IN against the conformance expectation beside it "
+                             "(NAME.json or NAME.res); IN may be a folder, e.g. a conformance suite, whose "
+                             ".pmt streams are all checked. Prints PASS or FAIL per stream, exits 1 if any fails; "
+                             "tier 2 decodes with --model/--engine/--device/--precision on one CPU thread")
+    parser.add_argument("--conceal", action="store_true",
+                        help="decode a damaged file instead of stopping at its first damaged unit: lost keyframes "
+                             "are interpolated across or repeated, a lost scene start continues the latent chain; "
+                             "the concealed frames are listed on stderr")
     model = parser.add_argument_group("model and engine")
     model.add_argument("--model", default=None, metavar="NAME|PATH",
                        help="generator: a registered name (sd-turbo, tiny) or a path; default $PROMPTUS_MODEL, "
@@ -64,6 +75,8 @@ def _parser() -> ArgumentParser:
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     set_log_level(args.loglevel)
+    if args.verify:
+        return _verify(args)
     if args.output is None and args.dump_prompts is None:
         raise CommandError("no output: give an OUTPUT video or --dump-prompts OUT.npz")
     if args.batch < 1 or args.start_frame < 0 or (args.frames is not None and args.frames < 1):
@@ -71,7 +84,7 @@ def _main(argv: list[str]) -> int:
     if args.output in ("-", "pipe:", "pipe:1") and args.progress in ("pipe:1", "-"):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
     with open_input(args.input) as handle:
-        streams = read_streams(handle)
+        streams = _read_concealed(handle) if args.conceal else read_streams(handle)
     if args.dump_prompts is not None:
         with atomic_output(args.dump_prompts, args.overwrite) as sink:
             count = write_prompt_dump(streams, sink)
@@ -79,6 +92,35 @@ def _main(argv: list[str]) -> int:
     if args.output is not None:
         _decode_video(streams, args)
     return 0
+
+
+def _read_concealed(handle) -> list:
+    """`--conceal`: the input's streams with damage concealed; each concealment is logged as a warning."""
+    from ..concealment import read_concealed
+
+    streams, report = read_concealed(handle)
+    log = logging.getLogger(__name__)
+    for record in report.concealed:
+        log.warning("%s", record.describe())
+    for note in report.notes:
+        log.warning("%s", note)
+    return streams
+
+
+def _verify(args) -> int:
+    """`--verify`: run the conformance checks on the input file or folder; no output is written."""
+    from pathlib import Path
+
+    from ..conformance.runner import verify
+
+    if args.output is not None or args.dump_prompts is not None:
+        raise CommandError("--verify writes nothing: give no OUTPUT and no --dump-prompts")
+    if args.conceal:
+        raise CommandError("--verify checks how damage is reported, so it does not go with --conceal")
+    if args.input in ("-", "pipe:", "pipe:0"):
+        raise CommandError("--verify needs a .pmt file or a folder, not standard input")
+    return verify([Path(args.input)], model=args.model, engine=args.engine, device=args.device,
+                  precision=args.precision)
 
 
 def _decode_video(streams, args) -> None:

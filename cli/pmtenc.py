@@ -9,7 +9,7 @@ import logging
 import sys
 from fractions import Fraction
 
-from ..bitstream import Coding, LatentCodec
+from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..importers.promptus_dir import import_promptus_dir
 from .common import (
@@ -18,6 +18,7 @@ from .common import (
     add_common_flags,
     add_overwrite_flags,
     atomic_output,
+    is_pipe,
     run,
     set_log_level,
 )
@@ -111,7 +112,26 @@ def _main(argv: list[str]) -> int:
     return _encode_video(args)
 
 
+def _refuse_pmt_input(name: str) -> None:
+    """Refuse a `.pmt` stream given as the video input, before torch and the model load.
+
+    pmtenc reads no `.pmt` input (its --resume reads only its own checkpoint): a stream
+    would otherwise reach PyAV, which refuses it only after seconds and 400 MB of imports.
+    """
+    if is_pipe(name) or "%" in name:
+        return
+    try:
+        with open(name, "rb") as handle:
+            head = handle.read(len(SIGNATURE))
+    except OSError:
+        return                        # not a readable file: the video reader says why
+    if head == SIGNATURE:
+        raise CommandError(f"{name}: a Promptus .pmt stream, not a video (pmtenc encodes video; "
+                           "decode the stream with pmtdec first)")
+
+
 def _encode_video(args) -> int:
+    _refuse_pmt_input(args.input)
     from ..api import encode
     from ..ratecontrol import parse_bitrate
     from ..video_input import parse_size

@@ -36,7 +36,7 @@ def _main(argv: list[str]) -> int:
     set_log_level(args.loglevel)
     with open_input(args.input) as handle:
         counted = _CountingReader(handle)
-        streams = read_streams(counted)
+        streams = read_streams(counted, values=False)     # a probe needs shapes, not factor values
         # Bytes after the last stream would have been read as another stream's signature.
     report = describe(streams, counted.count, show_units=args.show_units)
     if args.output_format == "json":

@@ -6,11 +6,11 @@ itself lives in `libpromptus.bitstream` (no torch needed).
 __version__ = "0.1.0"
 
 
-def open(path):  # noqa: A001 - PyAV's name for the same thing
-    """Open a .pmt file; see `libpromptus.api.Container`."""
+def open(path, **options):  # noqa: A001 - PyAV's name for the same thing
+    """Open a .pmt file (`conceal=True`: conceal damaged units); see `libpromptus.api.Container`."""
     from .api import open as _open
 
-    return _open(path)
+    return _open(path, **options)
 
 
 def decode(path, output, **options):

@@ -6,6 +6,8 @@
         for frame in container.decode(model="tiny"):
             frame.image                      # numpy uint8 [height, width, 3]
     pmt.decode("clip.pmt", "clip.mkv", model="tiny")
+    with pmt.open("damaged.pmt", conceal=True) as container:   # conceal lost units instead of failing
+        container.concealment.frames         # the concealed frames' display indices
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
 from .bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
+from .concealment import ConcealmentReport, read_concealed
 from .decoding import Frame, decode_frames
 from .engines import DEFAULT_BATCH
 from .files import publish
@@ -44,11 +47,21 @@ class StreamInfo:
 
 
 class Container:
-    """An opened .pmt file (all its concatenated streams)."""
+    """An opened .pmt file (all its concatenated streams).
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    With `conceal=True` damaged units do not stop it: `streams` are rebuilt from what
+    survived and `concealment` reports the concealed frames (`libpromptus.concealment`);
+    otherwise `concealment` is None. `demux` always reads the file strictly.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, conceal: bool = False) -> None:
         self.path = path
-        self.streams: list[Stream] = read_streams(path)
+        self.streams: list[Stream]
+        self.concealment: ConcealmentReport | None = None
+        if conceal:
+            self.streams, self.concealment = read_concealed(path)
+        else:
+            self.streams = read_streams(path)
         header = self.streams[0].header
         self.info = StreamInfo(header.width, header.height, Fraction(header.fps_num, header.fps_den),
                                sum(s.frame_count for s in self.streams), header.model_name, header.model_hash,
@@ -89,9 +102,10 @@ class Container:
         return None
 
 
-def open(path: str | os.PathLike) -> Container:  # noqa: A001 - the PyAV-style name is the point
-    """Open a .pmt file: reads and checks all its units (no model needed)."""
-    return Container(path)
+def open(path: str | os.PathLike, *,
+         conceal: bool = False) -> Container:  # noqa: A001 - the PyAV-style name is the point
+    """Open a .pmt file: reads and checks all its units (no model needed); `conceal`: see `Container`."""
+    return Container(path, conceal=conceal)
 
 
 def decoder_model(model: str | None, header: SequenceHeader) -> str:
@@ -130,11 +144,16 @@ def check_model(header: SequenceHeader, generator, *, force: bool = False) -> No
 
 
 def decode(path: str | os.PathLike, output: str, *, codec: str | None = None, crf: int | None = None,
-           overwrite: bool = False, **options) -> int:
-    """Decode a whole .pmt file into a video file (or image sequence); return the frame count."""
+           overwrite: bool = False, conceal: bool = False, **options) -> int:
+    """Decode a whole .pmt file into a video file (or image sequence); return the frame count.
+
+    `conceal=True` conceals damaged units and logs each concealment as a warning.
+    """
     from .video_output import VideoWriter, output_format
 
-    container = open(path)
+    container = open(path, conceal=conceal)
+    for record in container.concealment.concealed if conceal else ():
+        log.warning("%s", record.describe())
     info = container.info
     frames = container.decode(**options)
     writer = VideoWriter(output, info.width, info.height, info.rate,

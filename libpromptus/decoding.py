@@ -5,6 +5,11 @@ keeps each scene's previous-latent chain, mixes in the stream's noise tensor onc
 interval and hands the interval's frames to the engine in batches of at most `batch`.
 Frames before `start_frame` are not generated unless the chain needs them (the last
 frame of each interval, whose latent feeds the next one).
+
+A scene whose start unit is not a `SceneStart` (error concealment's stand-in for a lost
+one, `libpromptus.concealment.LostSceneStart`) has no first-frame latent: it continues
+the chain from the previous scene's last generated latent, or from a zero latent when it
+is its stream's first scene.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bitstream import SequenceHeader, Stream
+from .bitstream import Scene, SceneStart, SequenceHeader, Stream
 from .engines import DEFAULT_BATCH, Engine
 from .noise import noise_tensor
 from .prompts import Interval, scene_intervals
@@ -55,12 +60,14 @@ def decode_frames(streams: Iterable[Stream], engine: Engine, *, batch: int = DEF
             continue
         header = stream.header
         noise = torch.from_numpy(noise_tensor(header)).to(engine.device)
-        for scene in stream.scenes:
-            if offset + scene.last_frame < start_frame:
-                continue
+        first_scene = _first_needed_scene(stream.scenes, start_frame - offset)
+        previous = torch.zeros((1, *header.latent_shape), device=engine.device)
+        for scene in stream.scenes[first_scene:]:
             if stop is not None and offset + scene.first_frame >= stop:
                 return
-            previous = torch.from_numpy(scene.start.unit.dequantized_latent()[None]).to(engine.device)
+            start = scene.start.unit
+            if isinstance(start, SceneStart):
+                previous = torch.from_numpy(start.dequantized_latent()[None]).to(engine.device)
             for interval in scene_intervals(scene):
                 if stop is not None and offset + interval.frames[0] >= stop:
                     return
@@ -74,6 +81,15 @@ def decode_frames(streams: Iterable[Stream], engine: Engine, *, batch: int = DEF
                         if index >= start_frame and (stop is None or index < stop):
                             yield Frame(index, image[: header.height, : header.width].numpy())
                 previous = generation.latents[-1:]
+
+
+def _first_needed_scene(scenes: list[Scene], frame: int) -> int:
+    """The first scene to decode for output from stream frame `frame` on: the scene holding
+    it, or an earlier one whose latent chain runs into it through lost scene starts."""
+    number = next((n for n, scene in enumerate(scenes) if scene.last_frame >= frame), len(scenes))
+    while 0 < number < len(scenes) and not isinstance(scenes[number].start.unit, SceneStart):
+        number -= 1
+    return number
 
 
 def _generate(engine: Engine, interval: Interval, frames: list[int], z: torch.Tensor):

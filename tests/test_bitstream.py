@@ -42,6 +42,7 @@ from libpromptus.bitstream import (
     Keyframe,
     LatentCodec,
     Metadata,
+    PredictionType,
     SceneCut,
     SceneStart,
     SequenceHeader,
@@ -265,16 +266,22 @@ def test_concatenation_of_the_same_stream_three_times(small_stream):
 
 
 @pytest.mark.parametrize("change", [{"width": 24}, {"height": 8}, {"fps_num": 25}, {"fps_den": 2},
-                                    {"model_name": "other"}, {"model_hash": bytes(32)}])
+                                    {"model_name": "other"}, {"model_hash": bytes(32)}, {"cond_tokens": 6},
+                                    {"timestep": 500}, {"size_multiple": 16}, {"prev_weight": 0.5},
+                                    {"prediction_type": PredictionType.SAMPLE}, {"full_range": False}])
 def test_concatenation_mismatch(change, small_stream):
+    """SPEC.md §2.1: only frame_count and noise_seed may differ between the streams of a file."""
     other = build_stream(dataclasses.replace(SMALL_SPEC, header=change))
-    assert_code(small_stream.data + other.data, "stream_mismatch", offset=len(small_stream.data) + PREFIX_SIZE)
+    err = assert_code(small_stream.data + other.data, "stream_mismatch", offset=len(small_stream.data) + PREFIX_SIZE)
+    (name,) = change
+    assert f"a concatenated stream's {name} " in err.message
 
 
-def test_concatenation_may_change_generation_settings(small_stream):
-    other = build_stream(dataclasses.replace(SMALL_SPEC, header={"noise_seed": 1, "cond_tokens": 6,
-                                                                 "timestep": 500}))
-    assert len(read_streams(io.BytesIO(small_stream.data + other.data))) == 2
+def test_concatenation_may_change_the_noise_seed_and_frame_count(small_stream):
+    other = build_stream(dataclasses.replace(SMALL_SPEC, header={"noise_seed": 1}, scenes=SMALL_SPEC.scenes * 2))
+    streams = read_streams(io.BytesIO(small_stream.data + other.data))
+    assert [s.header.noise_seed for s in streams] == [small_stream.header.noise_seed, 1]
+    assert streams[1].header.frame_count == 2 * streams[0].header.frame_count
 
 
 def test_bytes_after_a_stream(small_stream):
