@@ -371,6 +371,11 @@ def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, rate: Fracti
     # (about 7 bits per value) or a stored float one, end of stream.
     latent = channels * height * width * {"q8": 7 / 8, "f16": 2, "f32": 4}[opts.latent_codec] + 64
     fixed = round(10 + 100 + 200 + latent + 18 + 8)
+    floor_bps = fixed * 8 * float(rate) / frames
+    if floor_bps > opts.bitrate:
+        log.warning("-b:v %.1fk is below what %d frames cost before any keyframe (the first-frame latent and "
+                    "headers alone: %.1f kbit/s), so the file will exceed it; a longer clip or a smaller -s "
+                    "lowers that floor", opts.bitrate / 1000, frames, floor_bps / 1000)
     choice = choose(opts.bitrate, frames=frames, rate=float(rate), fixed_bytes=fixed,
                     cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
     return opts.rank or choice.rank, opts.interval or choice.interval

@@ -10,6 +10,7 @@ that the encoder fits, measures and writes exactly what a decoder reconstructs.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from fractions import Fraction
@@ -426,6 +427,20 @@ def test_rate_control_does_not_overshoot_a_high_target(workdir, three_seconds):
     encode(str(three_seconds), str(output), bitrate=300_000, **quick())
     achieved = output.stat().st_size * 8 / 3.0
     assert abs(achieved / 300_000 - 1) <= 0.05, achieved
+
+
+def test_a_target_below_the_first_frame_latent_is_warned_about(workdir, three_seconds, caplog):
+    """30 frames of 32x32 cost 3.6 kbit/s before any keyframe (header, q8 latent, end):
+    a lower -b:v cannot be met, and the encoder says so instead of silently missing it."""
+    for target, warned in ((2_000, True), (100_000, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="libpromptus"):
+            encode(str(three_seconds), str(workdir / f"floor-{target}.pmt"), bitrate=target,
+                   **quick(max_frames=30, scene_threshold=None))
+        floor = [r.getMessage() for r in caplog.records if "before any keyframe" in r.getMessage()]
+        assert floor == (["-b:v 2.0k is below what 30 frames cost before any keyframe (the first-frame latent and "
+                          "headers alone: 3.6 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
+                          "lowers that floor"] if warned else [])
 
 
 def test_rank_and_interval_override_the_rate_control(workdir, three_seconds):
