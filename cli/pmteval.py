@@ -147,7 +147,7 @@ def _evaluate(args, options: dict, codec_names: list[str], bitrates: list[float]
     records = run_all(clip, args.input, codecs, bitrates, out, metrics)
     severe = SevereRule(lpips="lpips" in metrics.names, psnr_below=args.severe_psnr)
     summary = summarise(records, metrics.names, metrics.notes, severe, options)
-    title = f"{Path(args.input).name}: {len(clip.frames)} frames {clip.width}x{clip.height}"
+    title = f"{_source_name(args.input)}: {len(clip.frames)} frames {clip.width}x{clip.height}"
     write_json(out / "summary.json", summary)
     write_bytes(out / "summary.md", summary_markdown(summary).encode())
     write_bytes(out / "rd.png", rd_figure(summary["runs"], metrics.names, title))
@@ -177,6 +177,13 @@ def _stream(trace, records: list[dict], codec_names: list[str], rate: Fraction, 
     write_json(out / f"{stem}.json", report)
     write_bytes(out / f"{stem}.md", abr_markdown(report, metrics).encode())
     log.info("wrote %s (%s)", out / f"{stem}.md", trace.name)
+
+
+def _source_name(source: str) -> str:
+    """The source as the figures name it: a file's name; an image sequence with its two
+    folders (`uvg/frames/%05d.png`), since its pattern alone says nothing."""
+    path = Path(source)
+    return "/".join(path.parts[-3:]) if "%" in path.name else path.name
 
 
 def main(argv: list[str] | None = None) -> int:

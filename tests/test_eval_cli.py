@@ -169,3 +169,13 @@ def test_promptus_codec_settings_name_the_model():
     settings = PromptusCodec("tiny", 5, 7).settings
     assert settings["model"] == "tiny" and len(settings["model_hash"]) == 64
     assert (settings["iterations"], settings["first_iterations"]) == (5, 7)
+
+
+@pytest.mark.parametrize("source, name", [
+    ("clip.mp4", "clip.mp4"), ("/data/clips/clip.y4m", "clip.y4m"),
+    ("../shared/reference/promptus-official/uvg/frames/%05d.png", "uvg/frames/%05d.png"), ("%03d.png", "%03d.png"),
+])
+def test_figures_name_an_image_sequence_by_its_folders(source, name):
+    from libpromptus.cli.pmteval import _source_name
+
+    assert _source_name(source) == name
