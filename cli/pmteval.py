@@ -39,7 +39,7 @@ def _parser() -> ArgumentParser:
                           help="generator: sd-turbo, tiny or a path (default $PROMPTUS_MODEL or sd-turbo)")
     promptus.add_argument("--iterations", type=int, default=None, help="iterations per keyframe (model default)")
     promptus.add_argument("--first-iterations", type=int, default=None,
-                          help="iterations of a scene's first keyframe (model default; --iterations if given)")
+                          help="iterations of a scene's first keyframe (the model's default, also when --iterations is given)")
     source = parser.add_argument_group("input (as pmtenc)")
     source.add_argument("-r", dest="rate", default=None, help="frame rate (default: the input's; 25 for images)")
     source.add_argument("-ss", dest="start", type=float, default=None, help="start time in seconds")

@@ -430,13 +430,17 @@ def test_rate_control_does_not_overshoot_a_high_target(workdir, three_seconds):
 
 
 def test_a_target_below_the_first_frame_latent_is_warned_about(workdir, three_seconds, caplog):
-    """30 frames of 32x32 cost 3.6 kbit/s before any keyframe (header, q8 latent, end):
-    a lower -b:v cannot be met, and the encoder says so instead of silently missing it."""
+    """30 frames of 32x32 cost about 3.6 kbit/s before any keyframe (header, q8 latent, end):
+    a lower -b:v cannot be met, and the encoder says so instead of silently missing it.
+    The file itself confirms it: its bytes other than keyframes exceed 2 kbit/s."""
     for target, warned in ((2_000, True), (100_000, False)):
         caplog.clear()
+        output = workdir / f"floor-{target}.pmt"
         with caplog.at_level(logging.WARNING, logger="libpromptus"):
-            encode(str(three_seconds), str(workdir / f"floor-{target}.pmt"), bitrate=target,
-                   **quick(max_frames=30, scene_threshold=None))
+            encode(str(three_seconds), str(output), bitrate=target, **quick(max_frames=30, scene_threshold=None))
+        keyframe_bytes = sum(u.size for u in read_units(output) if isinstance(u.unit, Keyframe))
+        unavoidable_bps = (output.stat().st_size - keyframe_bytes) * 8 / (30 / RATE)
+        assert (unavoidable_bps > target) == warned, unavoidable_bps
         floor = [r.getMessage() for r in caplog.records if "before any keyframe" in r.getMessage()]
         assert floor == (["-b:v 2.0k is below what 30 frames cost before any keyframe (the first-frame latent and "
                           "headers alone: 3.6 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
