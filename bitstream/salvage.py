@@ -19,8 +19,13 @@ Resynchronisation relies on units being self-delimiting (SPEC.md §2):
   the rest of the input counts as lost. `LostBytes.unit_type` is then None: the range
   may have held any units.
 
-A damaged signature or version is not salvaged (nothing after it can be trusted to be a
-`.pmt` stream): it raises `InvalidDataError` as the strict reader does.
+After an end-of-stream unit only a signature may follow (SPEC.md §2). Bytes there that
+are not one (trailing garbage, or garbage between concatenated streams) are one
+`LostBytes` (code `bad_signature`) up to the next signature, which starts the next
+stream; that scan is bounded too, by `SCAN_BUDGET` bytes, past which the rest of the
+input counts as lost. The first stream's signature, and the version after any signature,
+are not salvaged (nothing after a damaged one can be trusted to be a `.pmt` stream): they
+raise `InvalidDataError` as the strict reader does.
 """
 from __future__ import annotations
 
@@ -60,8 +65,9 @@ class LostBytes:
     """Bytes `offset .. offset + size - 1` that hold no unit whose CRC-32C verifies.
 
     `code` says what was wrong where the loss starts (`crc_mismatch`, `truncated`,
-    `size_limit`, `noncanonical_leb128`); `unit_type` is the type the lost unit's header
-    byte names when its size field proved intact, else None.
+    `size_limit`, `noncanonical_leb128`, or `bad_signature` for bytes after an
+    end-of-stream unit that are not a stream); `unit_type` is the type the lost unit's
+    header byte names when its size field proved intact, else None.
     """
 
     offset: int
@@ -84,6 +90,11 @@ def salvage(data: bytes) -> Iterator[Piece]:
             if expect_prefix and len(data) - position < PREFIX_SIZE and SIGNATURE.startswith(data[position:]):
                 yield LostBytes(position, len(data) - position, "truncated", None)
                 return
+            if not data.startswith(SIGNATURE, position):
+                end = _next_signature(data, position + 1)
+                yield LostBytes(position, end - position, "bad_signature", None)
+                position = end
+                continue
             yield _prefix(data, position)
             position += PREFIX_SIZE
             expect_prefix = after_loss = False
@@ -169,3 +180,9 @@ def _scan(data: bytes, start: int) -> int:
         if _frame(data, position)[0] is not None:
             return position
     return len(data)
+
+
+def _next_signature(data: bytes, start: int) -> int:
+    """The next signature within `SCAN_BUDGET` bytes from `start`, else the end of input."""
+    found = data.find(SIGNATURE, start, start + SCAN_BUDGET)
+    return len(data) if found < 0 else found

@@ -22,6 +22,9 @@ What replaces what, per stream (SPEC.md §5.3: never across a scene boundary):
   last generated latent, or from a zero latent when it is the stream's first scene
   (`LostSceneStart`); a rank change after lost bytes also reveals a lost scene start;
 - lost metadata, index, scene cut and reserved units: dropped, with a note;
+- bytes after a stream's end-of-stream unit that are not a signature (trailing garbage,
+  or garbage before the next concatenated stream): skipped up to the next signature,
+  with a note naming the byte range; they cost no frames;
 - a lost end-of-stream unit, or a truncated input: the stream ends at its last frame
   that survived (its last good keyframe, unless its surviving index lists later ones);
 - a lost sequence header: nothing can decode the stream, `InvalidDataError`.
@@ -74,12 +77,19 @@ class Concealed(NamedTuple):
     report: ConcealmentReport
 
 
+def _concealable(err: InvalidDataError) -> bool:
+    """Whether the strict reader's error is damage: a damage code, or a `bad_signature`
+    after the first stream (bytes after an end-of-stream unit; the first signature is
+    never salvaged, so that concealment does not decode what is not a `.pmt` file)."""
+    return err.code in DAMAGE_CODES or (err.code == "bad_signature" and (err.offset or 0) > 0)
+
+
 def read_concealed(source: BinaryIO | str | os.PathLike) -> Concealed:
     """Read a whole `.pmt` file, concealing damage (see the module docstring).
 
-    Raises `InvalidDataError` for what cannot be concealed: a damaged signature or
-    sequence header, a stream with no surviving keyframe, and any unit whose CRC
-    verifies but which violates SPEC.md.
+    Raises `InvalidDataError` for what cannot be concealed: a damaged first signature,
+    a damaged sequence header, a stream with no surviving keyframe, and any unit whose
+    CRC verifies but which violates SPEC.md.
     """
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
@@ -89,7 +99,7 @@ def read_concealed(source: BinaryIO | str | os.PathLike) -> Concealed:
     try:
         return Concealed(read_streams(io.BytesIO(data)), ConcealmentReport())
     except InvalidDataError as err:
-        if err.code not in DAMAGE_CODES:
+        if not _concealable(err):
             raise
     repairs: list[StreamRepair] = []
     for piece in salvage(data):

@@ -79,6 +79,12 @@ def _describe(loss: LostBytes) -> str:
     return f"{name} lost: {loss.code} at byte {loss.offset}"
 
 
+def _after_end(loss: LostBytes, stream: int) -> str:
+    """The note for bytes after stream `stream`'s end-of-stream unit, which belong to no stream."""
+    what = "are a cut-off signature" if loss.code == "truncated" else "are not a stream"
+    return f"bytes {loss.offset}..{loss.offset + loss.size - 1} after the end of stream {stream} {what}: skipped"
+
+
 def _causes(losses: list[LostBytes]) -> str:
     return ", ".join(_describe(loss) for loss in losses)
 
@@ -118,8 +124,12 @@ class StreamRepair:
     # ------------------------------------------------------------ collecting
 
     def add_loss(self, loss: LostBytes) -> None:
-        """Record lost bytes where they fall: in the current scene, as a lost scene start, or as a note."""
+        """Record lost bytes where they fall: in the current scene, as a lost scene start, or as a note
+        (after the end-of-stream unit they belong to no stream and cost no frames)."""
         kind = loss.unit_type
+        if self.end is not None:
+            self.notes.append(_after_end(loss, self.number))
+            return
         if self.header_unit is None or kind == UnitType.SEQUENCE_HEADER:
             raise InvalidDataError(loss.code, "the sequence header is damaged: the stream cannot be decoded",
                                    loss.offset)

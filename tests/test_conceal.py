@@ -30,7 +30,8 @@ from libpromptus.bitstream import (
     read_streams,
     read_units,
 )
-from libpromptus.bitstream.salvage import LostBytes, salvage
+from libpromptus.bitstream.framing import SIGNATURE
+from libpromptus.bitstream.salvage import LostBytes, StreamPrefix, salvage
 
 from libpromptus.concealment import Concealment, LostSceneStart, read_concealed
 from libpromptus.noise import noise_tensor
@@ -315,6 +316,120 @@ def test_a_resynchronisation_scan_gives_up_after_its_budget(monkeypatch):
     assert found[-1] == LostBytes(start, len(data) - start, "crc_mismatch", None)
 
 
+# ---------------------------------------------------------------- garbage after and between streams (no model)
+
+#: Bytes that are not a stream, put after the stream's end-of-stream unit: the stream's own
+#: last 200 bytes (index and end-of-stream units), random bytes, and partial signatures.
+GARBAGE = {
+    "own-tail": lambda clean: clean[-200:],
+    "random": lambda clean: bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8)),
+    "cut-signature-first": lambda clean: SIGNATURE[:7] + bytes(20),
+    "cut-signatures-inside": lambda clean: b"junk" + SIGNATURE[:4] + b"more" + SIGNATURE[:7],
+}
+
+
+def unit_table(streams) -> list[list[tuple[int, int, int, int]]]:
+    """Every unit of every stream as (stream, offset in its stream, size, type): what garbage must not change."""
+    return [[(u.stream, u.stream_offset, u.size, u.unit_type) for u in s.units] for s in streams]
+
+
+def assert_same_streams(got, want) -> None:
+    """`got` holds exactly `want`'s streams: frame counts, units and every frame's conditioning."""
+    assert [(s.first_frame, s.frame_count) for s in got] == [(s.first_frame, s.frame_count) for s in want]
+    assert unit_table(got) == unit_table(want)
+    assert layout(got) == layout(want)
+    for (f, a), (g, b) in zip(frame_conditioning(got), frame_conditioning(want), strict=True):
+        assert f == g and np.array_equal(a, b), f
+
+
+def skipped(first: int, size: int, stream: int = 0) -> str:
+    return f"bytes {first}..{first + size - 1} after the end of stream {stream} are not a stream: skipped"
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+def test_garbage_after_the_last_stream_is_skipped_with_a_note(clean, kind):
+    garbage = GARBAGE[kind](clean)
+    streams, report = concealed(clean + garbage)
+    assert_same_streams(streams, read_streams(io.BytesIO(clean)))
+    assert report.concealed == () and report.frames == ()
+    assert report.notes == (skipped(len(clean), len(garbage)),)
+
+
+def test_the_own_tail_note_names_the_exact_range(clean):
+    assert len(clean) == 18674
+    assert concealed(clean + clean[-200:]).report.notes == \
+        ("bytes 18674..18873 after the end of stream 0 are not a stream: skipped",)
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+def test_garbage_between_concatenated_streams_is_skipped_to_the_next_signature(clean, kind):
+    garbage = GARBAGE[kind](clean)
+    data = clean + garbage + clean
+    pieces = list(salvage(data))
+    assert [p.offset for p in pieces if isinstance(p, StreamPrefix)] == [0, len(clean) + len(garbage)]
+    assert [p for p in pieces if isinstance(p, LostBytes)] == [LostBytes(len(clean), len(garbage), "bad_signature",
+                                                                         None)]
+    streams, report = concealed(data)
+    assert_same_streams(streams, read_streams(io.BytesIO(clean + clean)))
+    assert [s.first_frame for s in streams] == [0, FRAMES]
+    assert report.concealed == () and report.notes == (skipped(len(clean), len(garbage)),)
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+@pytest.mark.parametrize("between", [False, True])
+def test_the_strict_reader_still_refuses_garbage_after_a_stream(clean, kind, between):
+    data = clean + GARBAGE[kind](clean) + (clean if between else b"")
+    with pytest.raises(InvalidDataError) as err:
+        read_streams(io.BytesIO(data))
+    assert (err.value.code, err.value.offset) == ("bad_signature", len(clean))
+
+
+def test_garbage_after_damage_elsewhere_is_skipped_too(clean, offsets):
+    """A lost keyframe and trailing garbage: the strict reader stops at the keyframe (crc_mismatch),
+    concealment interpolates across it and skips the garbage."""
+    data = damage(clean, offsets, ("keyframe", 14)) + clean[-200:]
+    streams, report = concealed(data)
+    assert report.frames == tuple(range(11, 19))
+    assert report.notes == (skipped(len(clean), 200),)
+    assert streams[0].frame_count == FRAMES
+
+
+def test_garbage_after_the_second_stream_names_that_stream(clean):
+    streams, report = concealed(clean + clean + b"junk")
+    assert [s.frame_count for s in streams] == [FRAMES, FRAMES]
+    assert report.notes == (skipped(2 * len(clean), 4, stream=1),)
+
+
+def test_a_cut_off_signature_after_a_stream_is_skipped_with_its_own_note(clean):
+    streams, report = concealed(clean + SIGNATURE[:3])
+    assert [s.frame_count for s in streams] == [FRAMES]
+    assert report.notes == (f"bytes {len(clean)}..{len(clean) + 2} after the end of stream 0 are a cut-off "
+                            f"signature: skipped",)
+
+
+@pytest.mark.parametrize("data", [b"junk", b"GIF89a" + bytes(300)], ids=["short", "gif"])
+def test_a_damaged_first_signature_is_never_concealed(clean, data):
+    for damaged in (data + clean, flip(clean, 0)):
+        with pytest.raises(InvalidDataError) as err:
+            concealed(damaged)
+        assert (err.value.code, err.value.offset) == ("bad_signature", 0)
+
+
+def test_the_scan_for_the_next_signature_gives_up_after_its_budget(clean, monkeypatch):
+    """SCAN_BUDGET bytes of garbage hide the next stream: the rest of the input counts as lost."""
+    import libpromptus.bitstream.salvage as salvage_module
+
+    monkeypatch.setattr(salvage_module, "SCAN_BUDGET", 1000)
+    data = clean + bytes(1000) + clean
+    assert [p for p in salvage(data) if isinstance(p, LostBytes)] == [LostBytes(len(clean), len(data) - len(clean),
+                                                                                "bad_signature", None)]
+    streams, report = concealed(data)
+    assert [s.frame_count for s in streams] == [FRAMES]
+    assert report.notes == (skipped(len(clean), len(data) - len(clean)),)
+    data = clean + bytes(1000 - len(SIGNATURE)) + clean  # the next signature lies wholly inside the budget
+    assert [s.frame_count for s in concealed(data).streams] == [FRAMES, FRAMES]
+
+
 # ---------------------------------------------------------------- frames (the tiny model)
 
 
@@ -402,6 +517,8 @@ def runs(workdir, clean, offsets):
         "keyframe": damage(clean, offsets, ("keyframe", 14)),
         "clean": clean,
         "header": damage(clean, offsets, ("sequenceheader", None)),
+        "tail": clean + clean[-200:],
+        "between": clean + GARBAGE["cut-signatures-inside"](clean) + clean,
     }
     jobs = {
         "default": ("keyframe", ["out.mkv"]),
@@ -409,6 +526,10 @@ def runs(workdir, clean, offsets):
         "clean-conceal": ("clean", ["--conceal", "-f", "rawvideo", "-"]),
         "clean-plain": ("clean", ["-f", "rawvideo", "-"]),
         "header": ("header", ["--conceal", "out.mkv"]),
+        "tail-conceal": ("tail", ["--conceal", "-f", "rawvideo", "-"]),
+        "tail-dump": ("tail", ["--conceal", "--dump-prompts", "out.npz"]),
+        "tail-strict": ("tail", ["--dump-prompts", "out.npz"]),
+        "between-dump": ("between", ["--conceal", "--dump-prompts", "out.npz"]),
     }
 
     def run(name: str):
@@ -475,3 +596,42 @@ def test_the_api_reports_concealment(workdir, clean, offsets):
         assert container.info.frame_count == FRAMES
     assert pmt.open(workdir / "clean.pmt", conceal=True).concealment.damaged is False
     assert pmt.open(workdir / "clean.pmt").concealment is None
+
+
+TAIL_NOTE = "pmtdec: bytes 18674..18873 after the end of stream 0 are not a stream: skipped"
+
+
+def test_pmtdec_conceal_decodes_every_frame_before_trailing_garbage(runs):
+    _, proc = runs["tail-conceal"]
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert TAIL_NOTE in proc.stderr.decode().splitlines()
+    assert "conceal" not in proc.stderr.decode()
+    assert len(proc.stdout) == FRAMES * SIZE * SIZE * 3
+    assert proc.stdout == runs["clean-plain"][1].stdout
+
+
+def dumped_prompts(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(directory / "out.npz") as dump:
+        return dump["frame_index"], dump["prompts"]
+
+
+@pytest.mark.parametrize(("name", "intact", "note"), [
+    ("tail-dump", 1, TAIL_NOTE),
+    ("between-dump", 2, f"pmtdec: {skipped(18674, len(GARBAGE['cut-signatures-inside'](b'')))}"),
+])
+def test_pmtdec_conceal_dumps_the_prompts_of_every_intact_stream(runs, clean, name, intact, note):
+    directory, proc = runs[name]
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stderr.decode().splitlines() == [note, f"pmtdec: wrote the conditioning of {intact * FRAMES} frames "
+                                                       f"to out.npz"]
+    frame_index, prompts = dumped_prompts(directory)
+    assert frame_index.tolist() == list(range(intact * FRAMES))
+    want = np.stack([c for _, c in frame_conditioning(read_streams(io.BytesIO(clean * intact)))])
+    assert np.array_equal(prompts, want)
+
+
+def test_pmtdec_without_conceal_refuses_trailing_garbage(runs):
+    directory, proc = runs["tail-strict"]
+    assert error_line(proc) == ("pmtdec: error: invalid data: bad_signature: not a .pmt stream (signature mismatch) "
+                                "at byte 18674")
+    assert sorted(p.name for p in directory.iterdir()) == ["in.pmt"]
