@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 #: Bytes of a keyframe unit beyond its factor symbols: unit header, size, CRC, the
 #: keyframe fields and two coded_symbols headers.
@@ -74,12 +75,32 @@ def choose(target_bits_per_second: float, *, frames: int, rate: float, fixed_byt
 
 
 def parse_bitrate(text: str) -> float:
-    """FFmpeg-style bitrate: "225k", "1.5M", "90000" -> bits per second."""
-    units = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6}
+    """FFmpeg-style bitrate: "225k", "1.5M", "90000" -> bits per second.
+
+    The figure is scaled in decimal, so "1.001k" is 1001 (not 1000.9999999999999, as a
+    float product would give) and `describe_bitrate` writes every value back exactly.
+    """
+    units = {"k": 3, "K": 3, "m": 6, "M": 6}
+    number, exponent = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 0)
     try:
-        value = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
-    except ValueError:
+        value = float(Decimal(number).scaleb(exponent))
+    except (InvalidOperation, ValueError):
         raise ValueError(f"-b:v {text}: not a bitrate (e.g. 225k)") from None
     if not value > 0:
         raise ValueError(f"-b:v {text}: must be positive")
     return value
+
+
+def describe_bitrate(bits_per_second: float) -> str:
+    """A bitrate written the way `-b:v` takes it: 1 -> "1", 800 -> "800", 100_000 -> "100k",
+    1_500_000 -> "1.5M", 123_456 -> "123.456k".
+
+    Messages quote the user's -b:v back in this form (a rounded "%.1fk" showed -b:v 1 as
+    "0.0k"). The unit is the largest that keeps the figure at least 1, and the figure is the
+    value's shortest exact decimal, so `parse_bitrate` reads the text back as the same number.
+    """
+    exact = Decimal(repr(float(bits_per_second)))
+    for suffix, exponent in (("M", 6), ("k", 3)):
+        if exact >= 10 ** exponent:
+            return f"{exact.scaleb(-exponent).normalize():f}{suffix}"
+    return f"{exact.normalize():f}"

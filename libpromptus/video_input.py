@@ -53,6 +53,11 @@ the container makes it certain (y4m files and image sequences, whose timestamps 
 numbers); elsewhere it is None (an .mp4's sample count can differ from the frames
 decoded, and a .pmt header's frame count must be exact or 0).
 
+A y4m input that ends inside a frame (a cut file, an interrupted pipe) is read as FFmpeg
+reads it, up to its last complete frame, with one warning on the `libpromptus` logger
+naming the frame and how many of its bytes were there: FFmpeg's y4m demuxer itself drops
+the partial frame without a word.
+
 Every failure caused by the input (a missing file, something that is not a video (text
 files too, which FFmpeg's `tty` demuxer would render as ANSI art), a file without a video
 stream, corrupt data in the middle of the stream, a bad option) raises
@@ -61,6 +66,7 @@ one frame at a time, so memory stays bounded whatever the length of the video.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -83,6 +89,8 @@ __all__ = [
     "parse_time",
 ]
 
+log = logging.getLogger("libpromptus")
+
 PIPE_NAMES = ("-", "pipe:", "pipe:0")
 FITS = ("crop", "pad", "scale")
 MAX_SIZE = 4096                 # the largest output width or height
@@ -95,6 +103,9 @@ _REFUSED_FORMATS = {"tty": "a text file, not a video"}
 # beyond that (extreme aspect ratios) the centre is cut from the source first, then scaled,
 # so memory stays bounded.
 _COVER_AREA_LIMIT = 4
+# A y4m header line is within the input's first bytes (FFmpeg refuses longer ones).
+_Y4M_HEAD_BYTES = 4096
+_Y4M_FRAME_LINE = b"FRAME\n"   # what FFmpeg's muxer writes before each frame
 
 # FFmpeg's size abbreviations (libavutil/parseutils.c).
 _SIZE_ABBREVIATIONS = {
@@ -290,8 +301,29 @@ def _open_error(name: str, error: BaseException) -> VideoInputError:
     return VideoInputError(f"{name}: not a readable video ({error})")
 
 
+class _CountedInput:
+    """Standard input as FFmpeg reads it, counting its bytes and keeping the first ones.
+
+    A pipe has no size: the count at its end is what a y4m's frames are compared with to
+    tell a stream cut inside a frame from a whole one. Only `read` is offered, so FFmpeg
+    treats it as the pipe it is (no seeking).
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.size = 0
+        self.head = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if len(self.head) < _Y4M_HEAD_BYTES:
+            self.head += data[:_Y4M_HEAD_BYTES - len(self.head)]
+        self.size += len(data)
+        return data
+
+
 def _open_container(source: str, rate: Fraction | None):
-    """(container, is_pipe, is_sequence); raises VideoInputError."""
+    """(container, the counted standard input or None, is_sequence); raises VideoInputError."""
     import av
 
     name = _display_name(source)
@@ -306,12 +338,12 @@ def _open_container(source: str, rate: Fraction | None):
             terminal = False
         if terminal:
             raise VideoInputError("standard input is a terminal: pipe a y4m stream into it")
-        target, fmt, is_pipe, is_sequence = stdin.buffer, "yuv4mpegpipe", True, False
+        target, fmt, is_sequence = _CountedInput(stdin.buffer), "yuv4mpegpipe", False
     elif "%" in source and not os.path.isfile(source):
         directory = os.path.dirname(source) or "."
         if not os.path.isdir(directory):
             raise VideoInputError(f"{source}: no such directory")
-        target, fmt, is_pipe, is_sequence = "file:" + source, "image2", False, True
+        target, fmt, is_sequence = "file:" + source, "image2", True
         if rate is not None:
             options["framerate"] = f"{rate.numerator}/{rate.denominator}"
     else:
@@ -323,7 +355,7 @@ def _open_container(source: str, rate: Fraction | None):
         if not os.path.exists(source):
             raise VideoInputError(f"{source}: no such file")
         # "file:" keeps a local name from being read as a protocol ("concat:", "http:", ...)
-        target, fmt, is_pipe, is_sequence = "file:" + source, None, False, False
+        target, fmt, is_sequence = "file:" + source, None, False
     try:
         container = av.open(target, mode="r", format=fmt, options=options)
     except VideoInputError:
@@ -338,7 +370,7 @@ def _open_container(source: str, rate: Fraction | None):
     if refused:
         container.close()
         raise VideoInputError(f"{name}: not a readable video ({refused})")
-    return container, is_pipe, is_sequence
+    return container, target if isinstance(target, _CountedInput) else None, is_sequence
 
 
 def _video_stream(container, name: str):
@@ -381,9 +413,9 @@ def open_video(source: str, *, start: float | None = None, duration: float | Non
     if not isinstance(source, (str, os.PathLike)):
         raise VideoInputError(f"{source!r}: not a file name")
     source = os.fspath(source)
-    container, is_pipe, is_sequence = _open_container(source, rate)
+    container, pipe, is_sequence = _open_container(source, rate)
     try:
-        return VideoReader(container, source, is_pipe=is_pipe, is_sequence=is_sequence, start=start,
+        return VideoReader(container, source, pipe=pipe, is_sequence=is_sequence, start=start,
                            duration=duration, max_frames=max_frames, size=size, fit=fit, rate=rate)
     except BaseException:
         container.close()
@@ -402,13 +434,14 @@ class VideoReader:
 
     info: VideoInfo
 
-    def __init__(self, container, source: str, *, is_pipe: bool, is_sequence: bool, start: Fraction | None,
-                 duration: Fraction | None, max_frames: int | None, size: tuple[int, int] | None, fit: str,
-                 rate: Fraction | None) -> None:
+    def __init__(self, container, source: str, *, pipe: _CountedInput | None, is_sequence: bool,
+                 start: Fraction | None, duration: Fraction | None, max_frames: int | None,
+                 size: tuple[int, int] | None, fit: str, rate: Fraction | None) -> None:
         self._container = container
         self._source = source
         self._name = _display_name(source)
-        self._is_pipe = is_pipe
+        self._pipe = pipe
+        self._is_pipe = pipe is not None
         self._start = start
         self._duration = duration
         self._max_frames = max_frames
@@ -418,6 +451,7 @@ class VideoReader:
         self._started = False
         self._plans: dict[tuple[int, int], _Plan] = {}
         self._reformatter = None
+        self._last_packet: tuple[int | None, int, int | None] | None = None   # (pos, size, pts)
 
         stream = _video_stream(container, self._name)
         self._stream = stream
@@ -525,7 +559,7 @@ class VideoReader:
         """(time from the stream's first frame, frame), from a frame at or before `start`."""
         decoded = self._seek(start) if start > 0 and not self._is_pipe else None
         if decoded is None:
-            decoded = self._container.decode(self._stream)
+            decoded = self._decode()
         previous = None
         for frame in decoded:
             if self._closed:
@@ -533,6 +567,47 @@ class VideoReader:
             time = self._frame_time(frame, previous)
             previous = time
             yield time, frame
+        self._warn_if_cut()
+
+    def _decode(self):
+        """The stream's frames as `container.decode` gives them, noting the last packet read
+        (its position in the input, size and timestamp) for `_warn_if_cut`."""
+        for packet in self._container.demux(self._stream):
+            if packet.size:
+                self._last_packet = (packet.pos, packet.size, packet.pts)
+            yield from packet.decode()
+
+    def _warn_if_cut(self) -> None:
+        """Warn once the input is read to its end when it is a y4m that ends inside a frame.
+
+        FFmpeg's y4m demuxer stops at the short read without a word, dropping the partial
+        frame, so a cut file or an interrupted pipe would pass for a whole input. The input's
+        size is compared with the end of the last frame read (the header's end when there was
+        none); a frame's number is its timestamp, which FFmpeg's demuxer counts in frames.
+        """
+        if self._container.format.name != "yuv4mpegpipe":
+            return
+        try:
+            head, size = self._head_and_size()
+        except OSError:             # the file is gone: nothing to compare with
+            return
+        if self._last_packet is None:
+            complete, end = 0, head.find(b"\n") + 1
+        else:
+            pos, length, pts = self._last_packet
+            complete, end = pts + 1, pos + length
+        if size > end:
+            present = max(size - end - len(_Y4M_FRAME_LINE), 0)
+            log.warning("%s: the input ends inside frame %d, after %d complete %s (%d of its %d bytes are "
+                        "there); the partial frame is dropped", self._name, complete + 1, complete,
+                        "frame" if complete == 1 else "frames", present, _y4m_frame_bytes(self._stream))
+
+    def _head_and_size(self) -> tuple[bytes, int]:
+        """The input's first bytes and its size in bytes (read so far, for standard input)."""
+        if self._pipe is not None:
+            return self._pipe.head, self._pipe.size
+        with open(self._source, "rb") as handle:
+            return handle.read(_Y4M_HEAD_BYTES), os.fstat(handle.fileno()).st_size
 
     def _frame_time(self, frame, previous: Fraction | None) -> Fraction:
         if frame.pts is None:       # no timestamp: one frame after the previous one
@@ -555,7 +630,7 @@ class VideoReader:
                 container.seek(self._origin + math.floor(target / time_base), stream=stream, backward=True)
             except (av.error.FFmpegError, OSError, ValueError):
                 break
-            decoded = container.decode(stream)
+            decoded = self._decode()
             first = next(decoded, None)
             if first is not None and self._frame_time(first, None) <= start:
                 return _chain(first, decoded)
@@ -627,6 +702,13 @@ def _y4m_length_is_exact(path: str, frames: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _y4m_frame_bytes(stream) -> int:
+    """The bytes of one frame of a y4m stream after its FRAME line: its planes, one
+    component each (y4m is planar), rounded up to whole bytes per sample."""
+    components = stream.codec_context.format.components
+    return sum(c.width * c.height * ((c.bits + 7) // 8) for c in components)
 
 
 def _chain(first, rest):
