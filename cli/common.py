@@ -11,14 +11,13 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from ..bitstream import InvalidDataError
-from ..files import publish
+from ..files import TemporaryOutput
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -67,27 +66,19 @@ def open_input(name: str) -> Iterator[BinaryIO]:
 
 @contextmanager
 def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside `name` and rename it into place on success.
+    """Write to a private temporary file beside `name` and rename it into place on success.
 
-    On any failure the temporary file is removed, so no partial output is ever left.
-    `-`/`pipe:` writes to standard output instead.
+    On any failure the temporary file is removed, so no partial output is ever left
+    (`libpromptus.files.TemporaryOutput`). `-`/`pipe:` writes to standard output instead.
     """
     if is_pipe(name):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    target = Path(name)
-    if target.exists() and not overwrite:
+    if Path(name).exists() and not overwrite:
         raise CommandError(f"{name}: already exists (use -y to overwrite)")
-    handle = tempfile.NamedTemporaryFile(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part",
-                                         delete=False)
-    try:
-        with handle:
-            yield handle
-        publish(handle.name, target)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    with TemporaryOutput(name) as temporary, open(temporary.path, "wb") as handle:
+        yield handle
 
 
 def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None) -> int:

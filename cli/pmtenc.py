@@ -50,7 +50,8 @@ def _parser() -> ArgumentParser:
     source.add_argument("-r", dest="rate", default=None, help="frame rate (default: the input's; 30 for prompt dirs)")
     source.add_argument("-ss", dest="start", type=float, default=None, help="start time in seconds")
     source.add_argument("-t", dest="duration", type=float, default=None, help="duration in seconds")
-    source.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, help="frames to encode")
+    source.add_argument("-frames:v", "-vframes", dest="frames", type=int,
+                        help="at most FRAMES frames (any count >= 1; the input may end first)")
     source.add_argument("-s", dest="size", default=None, help="output size WxH (default: the input's)")
     source.add_argument("--fit", choices=("crop", "pad", "scale"), default="crop",
                         help="how -s changes the aspect ratio (default crop, as the official code)")

@@ -21,12 +21,16 @@ from pathlib import Path
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
 from .bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
+from .checkpoint import Checkpoint, CheckpointError
 from .concealment import ConcealmentReport, read_concealed
 from .decoding import Frame, decode_frames
 from .engines import DEFAULT_BATCH
-from .files import publish
+from .files import WorkDirectory, publish
 
 log = logging.getLogger("libpromptus")
+
+#: An encode's files in its work folder (`files.WorkDirectory`): the partial stream and its checkpoint.
+_STREAM, _CHECKPOINT = "stream.partial", "checkpoint.npz"
 
 
 class ModelMismatchError(ValueError):
@@ -214,18 +218,104 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
            on_start=None, on_iteration=None, on_keyframe=None, **options) -> EncodeResult:
     """Encode a video (any input PyAV reads) into a .pmt file; see `EncodeOptions`.
 
-    The stream is written into `.OUTPUT.resume/` beside the output, with a checkpoint
-    after every keyframe, and renamed to `output` when complete: a failure never leaves a
-    partial file under the output name. After an interruption (Ctrl-C, a killed process)
-    `resume=True` continues from the last finished keyframe and gives the same bytes as
-    an uninterrupted run; any other failure removes the folder. Callbacks:
-    `on_start(frame_count or None, rate)`, `on_iteration(keyframe, iteration, loss)`,
-    `on_keyframe(KeyframeReport)`.
+    The encode holds `.OUTPUT.resume/` beside the output under an exclusive lock (a
+    second encode of the same output raises `OutputBusyError` at once), writes the
+    stream there with a checkpoint after every keyframe, and renames it to `output` when
+    complete: a failure never leaves a partial file under the output name. After an
+    interruption (Ctrl-C, a killed process) `resume=True` continues from the last
+    finished keyframe and gives the same bytes as an uninterrupted run, or refuses in
+    one line when the checkpoint does not match; any other failure removes the folder.
+    Callbacks: `on_start(frame_count or None, rate)`, `on_iteration(keyframe, iteration,
+    loss)`, `on_keyframe(KeyframeReport)`.
     """
-    import json
-    import shutil
+    segment_seconds = options.pop("segment_seconds", None)
+    jobs = options.pop("jobs", 1)
+    opts = EncodeOptions(**options)
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
+    if segment_seconds is not None and resume:
+        raise ValueError("--resume works per encode; a segmented encode restarts its unfinished segments")
+    try:
+        with WorkDirectory(target) as work:   # first, so that a second encode of `output` fails at once
+            if segment_seconds is not None:
+                _discard_interrupted(work)
+                try:
+                    return _encode_segments(source, target, work.path, opts, segment_seconds, jobs, stats)
+                finally:
+                    work.remove()
+            resumed = None
+            if resume:
+                checkpoint = _checkpoint_to_resume(work, source, opts)
+                partial = work.path / _STREAM
+                if not partial.exists():
+                    return _finished_result(target, checkpoint, work)
+                resumed = checkpoint, checkpoint.check_stream(partial.read_bytes(), str(partial))
+            else:
+                _discard_interrupted(work)
+            try:
+                return _encode_whole(source, target, work, opts, resumed, stats, on_start, on_iteration, on_keyframe)
+            except KeyboardInterrupt:
+                if not (work.path / _CHECKPOINT).exists():
+                    work.remove()
+                raise
+            except BaseException:
+                work.remove()
+                raise
+    except OSError as err:
+        if err.filename is None and err.errno is not None:   # a failed write (a full disk): name the output
+            raise OSError(err.errno, err.strerror, output) from None
+        raise
 
-    import numpy as np
+
+def _checkpoint_to_resume(work: WorkDirectory, source: str, opts: EncodeOptions) -> Checkpoint:
+    """The interrupted encode's checkpoint, checked against this encode's input and options."""
+    path = work.path / _CHECKPOINT
+    if not path.exists():
+        raise ValueError(f"{work.target}: nothing to resume (no checkpoint in {work.path})")
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.fingerprint != _fingerprint(source, opts):
+        raise ValueError(f"{work.target}: the input or options differ from the interrupted encode; "
+                         "start again without --resume")
+    return checkpoint
+
+
+def _discard_interrupted(work: WorkDirectory) -> None:
+    """Start afresh in `work`, saying so if an interrupted encode's files are thrown away."""
+    if work.files():
+        log.warning("discarding the interrupted encode in %s (--resume continues it)", work.path)
+        work.clear()
+
+
+def _finished_result(target: Path, checkpoint: Checkpoint, work: WorkDirectory) -> EncodeResult:
+    """`--resume` after a kill between the final rename and the clean-up: the output is already complete.
+
+    It is recognised by the checkpoint's stream prefix; anything else is refused.
+    """
+    from .encoding import EncodeSummary, KeyframeReport
+
+    try:
+        data = target.read_bytes()
+        checkpoint.check_stream(data, str(target))
+        stream = read_streams(io.BytesIO(data))[0]
+    except (OSError, ValueError):
+        raise CheckpointError(f"{target}: the checkpoint in {work.path} has lost its partial stream; "
+                              "start again without --resume") from None
+    log.info("%s: the interrupted encode had already finished; nothing to resume", target)
+    work.remove()
+    header = stream.header
+    keyframes = [KeyframeReport(**k) for k in checkpoint.state["keyframes"]]
+    summary = EncodeSummary(stream.frame_count, checkpoint.state["scenes"], keyframes, len(data))
+    duration = Fraction(stream.frame_count * header.fps_den, header.fps_num)
+    return EncodeResult(stream.frame_count, len(data), float(len(data) * 8 / duration), checkpoint.rank,
+                        checkpoint.interval, summary)
+
+
+def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOptions,
+                  resumed: tuple[Checkpoint, bytes] | None, stats, on_start, on_iteration, on_keyframe) -> EncodeResult:
+    """The encode of `encode` without segments, in `work` (held); `resumed`: a checked
+    checkpoint and the partial stream's bytes it was taken with."""
+    import hashlib
 
     from . import __version__
     from .bitstream import Coding, LatentCodec, Metadata, StreamWriter
@@ -236,27 +326,8 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     from .ratecontrol import choose
     from .video_input import open_video
 
-    segment_seconds = options.pop("segment_seconds", None)
-    jobs = options.pop("jobs", 1)
-    opts = EncodeOptions(**options)
-    target = Path(output)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
-    if segment_seconds is not None:
-        if resume:
-            raise ValueError("--resume works per encode; a segmented encode restarts its unfinished segments")
-        return _encode_segments(source, target, opts, segment_seconds, jobs, stats)
-    work = target.parent / f".{target.name}.resume"
-    stream_path, state_path, arrays_path = work / "stream.partial", work / "state.json", work / "state.npz"
+    stream_path, checkpoint_path = work.path / _STREAM, work.path / _CHECKPOINT
     fingerprint = _fingerprint(source, opts)
-    state = None
-    if resume:
-        if not state_path.exists():
-            raise ValueError(f"{output}: nothing to resume (no checkpoint in {work})")
-        state = json.loads(state_path.read_text())
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(f"{output}: the input or options differ from the interrupted encode; "
-                             "start again without --resume")
     with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
                     fit=opts.fit, rate=opts.rate) as reader:
         info = reader.info
@@ -290,57 +361,53 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
             warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed,
             bitrate=opts.bitrate if opts.interval is None else None)
         perceptual = make_perceptual_loss(opts.perceptual, device_engine.device)
+        digest = hashlib.sha256()
+        hashed = 0                       # bytes of the partial stream in `digest`
 
         def save_checkpoint(values: dict, arrays: dict) -> None:
+            # The stream first, durably, then the checkpoint that points into it, in one rename.
+            nonlocal hashed
             handle.flush()
             os.fsync(handle.fileno())
-            np.savez(work / "state.tmp.npz", **arrays)
-            os.replace(work / "state.tmp.npz", arrays_path)
-            (work / "state.tmp.json").write_text(json.dumps({**values, "fingerprint": fingerprint}))
-            os.replace(work / "state.tmp.json", state_path)
+            digest.update(os.pread(handle.fileno(), writer.size - hashed, hashed))
+            hashed = writer.size
+            Checkpoint(values, arrays, fingerprint, writer.size, digest.hexdigest(), rank, interval).save(
+                checkpoint_path)
 
-        if state is None:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-        handle = io.open(stream_path, "r+b" if state is not None else "wb")  # noqa: SIM115 - closed below
-        try:
-            with handle:
-                if state is None:
-                    writer = StreamWriter(handle, header)
-                    writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
-                                           ("settings", f"model={generator.name} rank={rank} interval={interval} "
-                                                        f"iterations={settings.first_iterations}/"
-                                                        f"{settings.iterations} latent_codec={opts.latent_codec} "
-                                                        f"perceptual={perceptual.kind} seed={opts.seed}"))))
-                    units = None
-                else:
-                    written = handle.read(state["stream_bytes"])
-                    handle.truncate(state["stream_bytes"])
-                    handle.seek(state["stream_bytes"])
-                    writer, units = StreamWriter.resume(handle, written)
-                encoder = Encoder(writer, device_engine, latent_encoder, perceptual, settings, stats=stats,
-                                  on_iteration=on_iteration, on_keyframe=on_keyframe, on_checkpoint=save_checkpoint)
-                encoder.expected_frames = frame_count
-                skip = opts.skip_frames
-                if state is not None:
-                    with np.load(arrays_path, allow_pickle=False) as arrays:
-                        encoder.restore(state, dict(arrays), units)
-                    skip += state["next_frame"]
-                for index, frame in enumerate(reader.frames()):
-                    if index >= skip:
-                        encoder.push(frame)
-                if encoder.summary.scenes == 0:
-                    raise ValueError(f"{source}: no frames to encode")
-                summary = encoder.finish()
-            publish(stream_path, target)
-            shutil.rmtree(work, ignore_errors=True)
-        except KeyboardInterrupt:
-            if not state_path.exists():
-                shutil.rmtree(work, ignore_errors=True)
-            raise
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        handle = io.open(stream_path, "r+b" if resumed is not None else "w+b")  # noqa: SIM115 - closed below
+        with handle:
+            if resumed is None:
+                writer = StreamWriter(handle, header)
+                writer.write(Metadata((("encoder", f"libpromptus {__version__}"),
+                                       ("settings", f"model={generator.name} rank={rank} interval={interval} "
+                                                    f"iterations={settings.first_iterations}/"
+                                                    f"{settings.iterations} latent_codec={opts.latent_codec} "
+                                                    f"perceptual={perceptual.kind} seed={opts.seed}"))))
+                units = None
+            else:
+                checkpoint, written = resumed
+                handle.truncate(len(written))
+                handle.seek(len(written))
+                writer, units = StreamWriter.resume(handle, written)
+                digest.update(written)
+                hashed = len(written)
+            encoder = Encoder(writer, device_engine, latent_encoder, perceptual, settings, stats=stats,
+                              on_iteration=on_iteration, on_keyframe=on_keyframe, on_checkpoint=save_checkpoint)
+            encoder.expected_frames = frame_count
+            skip = opts.skip_frames
+            if resumed is not None:
+                encoder.restore(checkpoint.state, checkpoint.arrays, units)
+                skip += checkpoint.state["next_frame"]
+            for index, frame in enumerate(reader.frames()):
+                if index >= skip:
+                    encoder.push(frame)
+            if encoder.summary.scenes == 0:
+                raise ValueError(f"{source}: no frames to encode")
+            summary = encoder.finish()
+        # Renamed while the checkpoint still exists: a kill before the clean-up leaves
+        # a complete output that `--resume` recognises (`_finished_result`).
+        publish(stream_path, target)
+        work.remove()
     duration = Fraction(summary.frames * header.fps_den, header.fps_num)
     return EncodeResult(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
 
@@ -373,9 +440,11 @@ def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, rate: Fracti
     fixed = round(10 + 100 + 200 + latent + 18 + 8)
     floor_bps = fixed * 8 * float(rate) / frames
     if floor_bps > opts.bitrate:
-        log.warning("-b:v %.1fk is below what %d frames cost before any keyframe (the first-frame latent and "
+        from .ratecontrol import describe_bitrate
+
+        log.warning("-b:v %s is below what %d frames cost before any keyframe (the first-frame latent and "
                     "headers alone: %.1f kbit/s), so the file will exceed it; a longer clip or a smaller -s "
-                    "lowers that floor", opts.bitrate / 1000, frames, floor_bps / 1000)
+                    "lowers that floor", describe_bitrate(opts.bitrate), frames, floor_bps / 1000)
     choice = choose(opts.bitrate, frames=frames, rate=float(rate), fixed_bytes=fixed,
                     cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
     return opts.rank or choice.rank, opts.interval or choice.interval
@@ -392,14 +461,14 @@ def _encode_segment(source: str, output: str, options: dict, threads: int | None
     return result.summary
 
 
-def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: float, jobs: int, stats):
-    """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) and
-    merge them into one stream: each segment starts a scene with its own first-frame latent."""
+def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions, segment_seconds: float, jobs: int,
+                     stats) -> EncodeResult:
+    """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) in the
+    folder `work` and merge them into one stream: each segment starts a scene with its own
+    first-frame latent."""
     import concurrent.futures
     import json
     import multiprocessing
-    import shutil
-    import tempfile
     from dataclasses import asdict
 
     from . import __version__
@@ -419,41 +488,37 @@ def _encode_segments(source: str, target, opts: EncodeOptions, segment_seconds: 
     starts = list(range(0, total, length))
     if not starts:
         raise ValueError(f"{source}: no frames to encode")
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.segments-"))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    try:
-        base = {k: v for k, v in asdict(opts).items() if k not in ("max_frames", "skip_frames")}
-        tasks = []
-        for number, first in enumerate(starts):
-            count = min(length, total - first)
-            limit = first + count if opts.max_frames is None else min(first + count, opts.max_frames)
-            tasks.append((source, str(work / f"{number:05d}.pmt"),
-                          {**base, "max_frames": limit, "skip_frames": first}, threads,
-                          logging.getLogger().getEffectiveLevel()))
-        if jobs == 1:
-            summaries = [_encode_segment(*task) for task in tasks]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                summaries = list(pool.map(_encode_segment, *zip(*tasks)))
-        segments = [read_streams(task[1])[0] for task in tasks]
-        temporary = work / "merged.pmt"
-        with io.open(temporary, "wb") as sink:
-            settings = dict(segments[0].metadata).get("settings", "")
-            size = merge_streams(segments, sink, metadata=Metadata((
-                ("encoder", f"libpromptus {__version__}"),
-                ("settings", f"{settings} segment_seconds={segment_seconds}".strip()))))
-        if stats is not None:
-            for first, summary in zip(starts, summaries):
-                for report in summary.keyframes:
-                    record = {"keyframe": report.frame_index + first,
-                              "frames": [report.first_frame + first, report.frame_index + first],
-                              "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
-                              "bytes": report.bytes, "psnr": [round(p, 4) for p in report.psnr], "segment_start": first}
-                    stats.write(json.dumps(record) + "\n")
-        publish(temporary, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    base = {k: v for k, v in asdict(opts).items() if k not in ("max_frames", "skip_frames")}
+    tasks = []
+    for number, first in enumerate(starts):
+        count = min(length, total - first)
+        limit = first + count if opts.max_frames is None else min(first + count, opts.max_frames)
+        tasks.append((source, str(work / f"{number:05d}.pmt"),
+                      {**base, "max_frames": limit, "skip_frames": first}, threads,
+                      logging.getLogger().getEffectiveLevel()))
+    if jobs == 1:
+        summaries = [_encode_segment(*task) for task in tasks]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            summaries = list(pool.map(_encode_segment, *zip(*tasks)))
+    segments = [read_streams(task[1])[0] for task in tasks]
+    temporary = work / "merged.pmt"
+    with io.open(temporary, "wb") as sink:
+        settings = dict(segments[0].metadata).get("settings", "")
+        size = merge_streams(segments, sink, metadata=Metadata((
+            ("encoder", f"libpromptus {__version__}"),
+            ("settings", f"{settings} segment_seconds={segment_seconds}".strip()))))
+    if stats is not None:
+        for first, summary in zip(starts, summaries):
+            for report in summary.keyframes:
+                record = {"keyframe": report.frame_index + first,
+                          "frames": [report.first_frame + first, report.frame_index + first],
+                          "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
+                          "bytes": report.bytes, "psnr": [round(p, 4) for p in report.psnr], "segment_start": first}
+                stats.write(json.dumps(record) + "\n")
+    publish(temporary, target)
     duration = Fraction(total * rate.denominator, rate.numerator)
     keyframes = [k for s in summaries for k in s.keyframes]
     merged = EncodeSummary(total, sum(len(s.scenes) for s in segments), keyframes, size)

@@ -256,13 +256,13 @@ class Encoder:
     def checkpoint(self) -> tuple[dict, dict[str, np.ndarray]]:
         """The state after the last keyframe: JSON-able values and arrays (no pickles).
 
-        With the units written so far, it is all `restore` needs to continue exactly as
-        an uninterrupted run would (same random numbers, same latent chain, same rate).
+        With the units written so far (the writer's `size` bytes), it is all `restore`
+        needs to continue exactly as an uninterrupted run would (same random numbers, same
+        latent chain, same rate).
         """
         state = {
             "next_frame": self._next_frame,
             "interval": self._interval,
-            "stream_bytes": self._writer.size,
             "scenes": self.summary.scenes,
             "keyframes": [vars(k) for k in self.summary.keyframes],
         }

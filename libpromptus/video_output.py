@@ -8,17 +8,14 @@ YUV4MPEG2 has), a name with a `%d` pattern for an image sequence (`out/%05d.png`
 """
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from .files import publish
+from .files import TemporaryOutput
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class VideoWriter:
         import av
 
         self._name = name
-        self._temporary: Path | None = None
+        self._temporary: TemporaryOutput | None = None
         if name in PIPE_NAMES:
             target = sys.stdout.buffer
         else:
@@ -92,15 +89,13 @@ class VideoWriter:
                 existing = [p for p in path.parent.iterdir() if _matches(p.name, path.name)]
                 if existing and not overwrite:
                     raise FileExistsError(f"{name}: {existing[0].name} already exists (use -y to overwrite)")
-                self._temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=".pmtdec-"))
-                target = str(self._temporary / path.name)
+                self._temporary = TemporaryOutput(path, directory=True)
+                target = str(self._temporary.path / path.name)
             else:
                 if path.exists() and not overwrite:
                     raise FileExistsError(f"{name}: already exists (use -y to overwrite)")
-                handle, temporary = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".part")
-                os.close(handle)
-                self._temporary = Path(temporary)
-                target = temporary
+                self._temporary = TemporaryOutput(path)
+                target = str(self._temporary.path)
         self._image_sequence = fmt.container == "image2"
         self.frames = 0
         self._container = None
@@ -130,16 +125,9 @@ class VideoWriter:
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
-        if self._temporary is None:
-            return
-        if self._image_sequence:
-            destination = Path(self._name).parent
-            for produced in sorted(self._temporary.iterdir()):
-                os.replace(produced, destination / produced.name)
-            self._temporary.rmdir()
-        else:
-            publish(self._temporary, self._name)
-        self._temporary = None
+        if self._temporary is not None:
+            self._temporary.publish()
+            self._temporary = None
 
     def abort(self) -> None:
         """Discard everything written so far."""
@@ -149,10 +137,7 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - the output is being thrown away; its errors do not matter
             pass
         if self._temporary is not None:
-            if self._temporary.is_dir():
-                shutil.rmtree(self._temporary, ignore_errors=True)
-            else:
-                self._temporary.unlink(missing_ok=True)
+            self._temporary.discard()
             self._temporary = None
 
 

@@ -48,6 +48,7 @@ from libpromptus.noise import noise_tensor
 from libpromptus.profiles import TINY
 from libpromptus.prompts import dequantize
 from libpromptus.quantization import quantize_u8
+from libpromptus.ratecontrol import describe_bitrate, parse_bitrate
 from libpromptus.samples import sample_frames, write_sample
 from libpromptus.video_input import open_video
 
@@ -432,19 +433,36 @@ def test_rate_control_does_not_overshoot_a_high_target(workdir, three_seconds):
 def test_a_target_below_the_first_frame_latent_is_warned_about(workdir, three_seconds, caplog):
     """30 frames of 32x32 cost about 3.6 kbit/s before any keyframe (header, q8 latent, end):
     a lower -b:v cannot be met, and the encoder says so instead of silently missing it.
-    The file itself confirms it: its bytes other than keyframes exceed 2 kbit/s."""
-    for target, warned in ((2_000, True), (100_000, False)):
+    The file itself confirms it: its bytes other than keyframes exceed 2 kbit/s.
+    The -b:v is quoted as it is written (-b:v 1, not "0.0k")."""
+    for target, written in ((1, "1"), (2_000, "2k"), (100_000, None)):
         caplog.clear()
         output = workdir / f"floor-{target}.pmt"
         with caplog.at_level(logging.WARNING, logger="libpromptus"):
             encode(str(three_seconds), str(output), bitrate=target, **quick(max_frames=30, scene_threshold=None))
         keyframe_bytes = sum(u.size for u in read_units(output) if isinstance(u.unit, Keyframe))
         unavoidable_bps = (output.stat().st_size - keyframe_bytes) * 8 / (30 / RATE)
-        assert (unavoidable_bps > target) == warned, unavoidable_bps
+        assert (unavoidable_bps > target) == (written is not None), unavoidable_bps
         floor = [r.getMessage() for r in caplog.records if "before any keyframe" in r.getMessage()]
-        assert floor == (["-b:v 2.0k is below what 30 frames cost before any keyframe (the first-frame latent and "
-                          "headers alone: 3.6 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
-                          "lowers that floor"] if warned else [])
+        assert floor == ([f"-b:v {written} is below what 30 frames cost before any keyframe (the first-frame latent "
+                          "and headers alone: 3.6 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
+                          "lowers that floor"] if written else [])
+
+
+@pytest.mark.parametrize("bits_per_second, text", [(1, "1"), (800, "800"), (999.5, "999.5"), (1_000, "1k"),
+                                                   (100_000, "100k"), (123_456, "123.456k"), (1_001, "1.001k"),
+                                                   (1_500_000, "1.5M"), (2_000_000, "2M"), (0.5, "0.5")])
+def test_describe_bitrate_writes_it_as_the_user_would(bits_per_second, text):
+    assert describe_bitrate(bits_per_second) == text
+    assert parse_bitrate(text) == bits_per_second
+
+
+def test_describe_bitrate_round_trips_through_parse_bitrate():
+    """Exact for every value: parse_bitrate scales in decimal ("1.001k" is 1001, which a
+    float product makes 1000.9999999999999)."""
+    rng = np.random.default_rng(0)
+    values = [*map(int, rng.integers(1, 10**9, 2000)), *map(float, rng.uniform(1e-3, 1e8, 2000))]
+    assert [parse_bitrate(describe_bitrate(v)) for v in values] == values
 
 
 def test_rank_and_interval_override_the_rate_control(workdir, three_seconds):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import publish
+from ..files import TemporaryOutput
 from .clip import Clip
 from .codecs import Codec
 from .metrics import Metrics, mean_metrics
@@ -37,13 +37,8 @@ def write_json(path: Path, value) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.part")
-    try:
-        temporary.write_bytes(data)
-        publish(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with TemporaryOutput(path) as temporary:
+        temporary.path.write_bytes(data)
 
 
 def _fingerprint(clip_digest: str, codec: Codec, bitrate: float, metrics: Sequence[str]) -> str:
@@ -93,22 +88,17 @@ def _run(clip: Clip, digest: str, source: str, codec: Codec, bitrate: float, out
         log.info("%s: %s", step, text)
 
     stream = out / "streams" / f"{key}{codec.extension}"
-    temporary = stream.with_name(f".{stream.name}.part")
     log.info("%s: encoding %d frames %dx%d at %s", step, len(clip.frames), clip.width, clip.height,
              bitrate_label(bitrate))
-    try:
+    with TemporaryOutput(stream) as temporary:
         began = time.perf_counter()
-        encoded = codec.encode(clip, bitrate, temporary, progress)
+        encoded = codec.encode(clip, bitrate, temporary.path, progress)
         encoded_at = time.perf_counter()
-        decoded = codec.decode(temporary, progress)
+        decoded = codec.decode(temporary.path, progress)
         decoded_at = time.perf_counter()
         if len(decoded) != len(clip.frames):
             raise ValueError(f"{key}: {len(decoded)} frames decoded, {len(clip.frames)} encoded")
         frames = metrics.measure(clip.frames, decoded)
-        publish(temporary, stream)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     seconds = float(clip.duration)
     record = {
         "codec": codec.name, "label": bitrate_label(bitrate), "target_bps": bitrate, "settings": codec.settings,
