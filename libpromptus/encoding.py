@@ -261,7 +261,10 @@ class Encoder:
         latent chain, same rate).
         """
         state = {
-            "next_frame": self._next_frame,
+            # the frame after the last keyframe, not `_next_frame`: at a scene cut the
+            # checkpoint of the old scene's last keyframe comes while the cut's frame is
+            # being pushed, and a resume must push that frame again
+            "next_frame": self._previous_key[0] + 1,
             "interval": self._interval,
             "scenes": self.summary.scenes,
             "keyframes": [vars(k) for k in self.summary.keyframes],

@@ -1,10 +1,10 @@
 """Interrupted encodes resume from their last keyframe and give the same bytes, or refuse."""
+import io
 import logging
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import libpromptus.api
@@ -239,3 +239,18 @@ def test_a_failed_write_names_the_output(clip, tmp_path, monkeypatch):
         encode(str(clip), str(out), **OPTIONS)
     assert (err.value.errno, err.value.filename) == (28, str(out))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_checkpoint_taken_at_a_scene_cut_resumes_to_the_same_bytes(clip, tmp_path, reference):
+    """The old scene's last keyframe is checkpointed while the cut's frame is being pushed:
+    the checkpoint must send a resume back to that frame (found by killing at every call)."""
+    keyframes = [(scene_number, k.unit.frame_index) for scene_number, scene in
+                 enumerate(read_streams(io.BytesIO(reference))[0].scenes) for k in scene.keyframes]
+    first_of_second_scene = next(n for n, (scene, _) in enumerate(keyframes) if scene == 1)
+    out = tmp_path / "out.pmt"
+    # interrupted in the report of the new scene's first keyframe: the checkpoint on disk is the mid-cut one
+    work = _interrupted(clip, out, keyframes=first_of_second_scene + 1)
+    checkpoint = Checkpoint.load(work / "checkpoint.npz")
+    assert checkpoint.state["next_frame"] == keyframes[first_of_second_scene - 1][1] + 1
+    encode(str(clip), str(out), resume=True, **OPTIONS)
+    assert out.read_bytes() == reference
