@@ -28,6 +28,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("libpromptus")
@@ -41,6 +43,20 @@ class OutputBusyError(OSError):
 
     def __init__(self, target: str | os.PathLike, pid: str) -> None:
         super().__init__(errno.EBUSY, f"being written by process {pid}", str(target))
+
+
+@contextmanager
+def naming_the_output(target: str | os.PathLike) -> Iterator[None]:
+    """Make an `OSError` raised inside name `target`, the output the user asked for,
+    rather than the temporary or work file that failed (`.out.y4m.123.x.part`)."""
+    try:
+        yield
+    except OutputBusyError:
+        raise
+    except OSError as err:
+        if err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(target)) from None
 
 
 def fsync_directory(folder: str | os.PathLike) -> None:
@@ -105,6 +121,8 @@ def _process_exists(pid: int) -> bool:
         return False
     except PermissionError:
         return True                      # alive, under another user
+    except OverflowError:
+        return True                      # no pid at all: not a name this module made, so keep it
     return True
 
 
@@ -121,12 +139,13 @@ class TemporaryOutput:
         folder = self.target.parent
         remove_stale_temporaries(self.target)
         prefix = f".{_temporary_stem(self.target)}.{os.getpid()}."
-        if directory:
-            self.path = Path(tempfile.mkdtemp(dir=folder, prefix=prefix, suffix=".part"))
-            self._lock = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        else:
-            self._lock, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".part")
-            self.path = Path(name)
+        with naming_the_output(self.target):
+            if directory:
+                self.path = Path(tempfile.mkdtemp(dir=folder, prefix=prefix, suffix=".part"))
+                self._lock = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            else:
+                self._lock, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".part")
+                self.path = Path(name)
         fcntl.flock(self._lock, fcntl.LOCK_EX)   # new and private: nobody else holds it
 
     def publish(self) -> None:
@@ -214,7 +233,8 @@ class WorkDirectory:
 
     def open(self) -> "WorkDirectory":
         for _ in range(_LOCK_ATTEMPTS):
-            self.path.mkdir(exist_ok=True)
+            with naming_the_output(self.target):
+                self.path.mkdir(exist_ok=True)
             lock_path = self.path / self.LOCK
             try:
                 handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)

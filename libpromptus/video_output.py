@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import TemporaryOutput
+from .files import TemporaryOutput, naming_the_output
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class VideoWriter:
         self.frames = 0
         self._container = None
         try:
-            self._container = av.open(target, "w", format=fmt.container)
+            with naming_the_output(name):
+                self._container = av.open(target, "w", format=fmt.container)
             self._stream = self._container.add_stream(fmt.codec, rate=rate, options=fmt.options)
             self._stream.width = width
             self._stream.height = height
@@ -116,18 +117,20 @@ class VideoWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        with naming_the_output(self._name):
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
         self.frames += 1
 
     def close(self) -> None:
         """Flush the encoder and move the finished output into place."""
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        if self._temporary is not None:
-            self._temporary.publish()
-            self._temporary = None
+        with naming_the_output(self._name):
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            if self._temporary is not None:
+                self._temporary.publish()
+                self._temporary = None
 
     def abort(self) -> None:
         """Discard everything written so far."""

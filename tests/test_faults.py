@@ -240,51 +240,32 @@ def test_racing_encodes_never_leave_a_file_reported_written_that_is_not(clip, re
                   "held"))
 
 
-def _mount_tmpfs(path: Path, options: str) -> None:
+@pytest.fixture(params=[("full disk (16 KiB tmpfs)", "size=16k,mode=0755", "No space left on device"),
+                        ("read-only folder", "ro,size=64k", "Read-only file system")], ids=["full", "read-only"])
+def hostile_folder(request, tmp_path):
+    """A tmpfs of the test's own, mounted full-sized or read-only: (folder, label, the error it gives)."""
+    label, options, error = request.param
+    path = tmp_path / "mounted"
     path.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.decode().strip()}); needs root")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    path = tmp_path / "small"
-    _mount_tmpfs(path, "size=16k,mode=0755")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    path = tmp_path / "ro"
-    _mount_tmpfs(path, "ro,size=64k")
-    yield path
+    yield path, label, error
     subprocess.run(["umount", str(path)], check=True)
 
 
 @pytest.mark.parametrize("tool", ["pmtenc", "pmtdec"])
-def test_a_full_disk_gives_one_line_naming_the_output_and_leaves_nothing(tool, clip, decoded, small_disk):
-    out = small_disk / ("out.pmt" if tool == "pmtenc" else "out.y4m")
+def test_a_full_or_read_only_folder_gives_one_line_naming_the_file_and_leaves_nothing(tool, clip, decoded,
+                                                                                      hostile_folder):
+    folder, label, error = hostile_folder
+    out = folder / ("out.pmt" if tool == "pmtenc" else "out.y4m")
     source = ["-i", str(clip), *ENCODE] if tool == "pmtenc" else ["-i", str(decoded[0]), "-loglevel", "error"]
     result = _run(_tool(tool) + source + [str(out)])
     message = result.stderr.decode().strip()
     assert result.returncode == 1 and "\n" not in message, message
-    assert re.fullmatch(rf"{tool}: error: {re.escape(str(small_disk))}/\S+: No space left on device", message), message
-    assert os.listdir(small_disk) == []
-    TABLE.append((tool, "full disk (16 KiB tmpfs)", message.split(": ", 2)[-1].replace(str(small_disk) + "/", ""),
-                  "held"))
-
-
-@pytest.mark.parametrize("tool", ["pmtenc", "pmtdec"])
-def test_a_read_only_folder_gives_one_line(tool, clip, decoded, read_only):
-    out = read_only / ("out.pmt" if tool == "pmtenc" else "out.y4m")
-    source = ["-i", str(clip), *ENCODE] if tool == "pmtenc" else ["-i", str(decoded[0]), "-loglevel", "error"]
-    result = _run(_tool(tool) + source + [str(out)])
-    message = result.stderr.decode().strip()
-    assert result.returncode == 1 and "\n" not in message, message
-    assert re.fullmatch(rf"{tool}: error: {re.escape(str(read_only))}/\S+: Read-only file system", message), message
-    TABLE.append((tool, "read-only folder", message.split(": ", 2)[-1].replace(str(read_only) + "/", ""), "held"))
+    assert re.fullmatch(rf"{tool}: error: {re.escape(str(folder))}/\S+: {error}", message), message
+    assert os.listdir(folder) == []
+    TABLE.append((tool, label, message.split(": ", 2)[-1].replace(str(folder) + "/", ""), "held"))
 
 
 def teardown_module() -> None:

@@ -46,6 +46,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_reported(tmp_path, 
     kept = [tmp_path / f".out.mkv.{os.getpid()}.abcdefgh.part",    # a live process's (ours)
             tmp_path / f".other.mkv.{dead}.abcdefgh.part",          # another output's
             tmp_path / f".out.mkv.{dead}.short.part",               # not a name we make
+            tmp_path / f".out.mkv.{10 ** 30}.abcdefgh.part",        # nor this: no pid
             tmp_path / "out.mkv"]
     for path in kept:
         path.write_bytes(b"keep")
