@@ -132,7 +132,7 @@ def test_pmtenc_killed_at_every_checkpoint_and_publish_call(clip, references, tm
         else:
             message = resumed.stderr.decode().strip()
             assert message.count("\n") == 0 and message.startswith("pmtenc: error: "), message
-            outcome = f"refused: {message.split(': ', 3)[-1]}"
+            outcome = f"refused: {_short(message.split(': ', 3)[-1], folder)}"
             if not out.exists():     # the plain rerun the refusal asks for
                 assert _run(encode[:-1] + ["-y", str(out)]).returncode == 0
                 outcome += "; plain rerun"
