@@ -213,6 +213,12 @@ class EncodeResult:
     interval: int
     summary: object
 
+    @classmethod
+    def of(cls, summary, rate: Fraction, rank: int, interval: int) -> "EncodeResult":
+        """The result of an encode whose `summary` (an `EncodeSummary`) is final, at frame `rate`."""
+        duration = summary.frames / rate
+        return cls(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
+
 
 def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False, stats=None,
            on_start=None, on_iteration=None, on_keyframe=None, **options) -> EncodeResult:
@@ -306,9 +312,7 @@ def _finished_result(target: Path, checkpoint: Checkpoint, work: WorkDirectory) 
     header = stream.header
     keyframes = [KeyframeReport(**k) for k in checkpoint.state["keyframes"]]
     summary = EncodeSummary(stream.frame_count, checkpoint.state["scenes"], keyframes, len(data))
-    duration = Fraction(stream.frame_count * header.fps_den, header.fps_num)
-    return EncodeResult(stream.frame_count, len(data), float(len(data) * 8 / duration), checkpoint.rank,
-                        checkpoint.interval, summary)
+    return EncodeResult.of(summary, Fraction(header.fps_num, header.fps_den), checkpoint.rank, checkpoint.interval)
 
 
 def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOptions,
@@ -408,8 +412,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
         # a complete output that `--resume` recognises (`_finished_result`).
         publish(stream_path, target)
         work.remove()
-    duration = Fraction(summary.frames * header.fps_den, header.fps_num)
-    return EncodeResult(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
+    return EncodeResult.of(summary, Fraction(header.fps_num, header.fps_den), rank, interval)
 
 
 def _fingerprint(source: str, opts: EncodeOptions) -> str:
@@ -519,8 +522,6 @@ def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions,
                           "bytes": report.bytes, "psnr": [round(p, 4) for p in report.psnr], "segment_start": first}
                 stats.write(json.dumps(record) + "\n")
     publish(temporary, target)
-    duration = Fraction(total * rate.denominator, rate.numerator)
     keyframes = [k for s in summaries for k in s.keyframes]
     merged = EncodeSummary(total, sum(len(s.scenes) for s in segments), keyframes, size)
-    return EncodeResult(total, size, float(size * 8 / duration), segments[0].scenes[0].keyframes[0].unit.rank,
-                        length, merged)
+    return EncodeResult.of(merged, rate, segments[0].scenes[0].keyframes[0].unit.rank, length)
