@@ -58,14 +58,12 @@ class Checkpoint:
             with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
             values = json.loads(arrays.pop(_STATE).tobytes())
-            if values.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: a checkpoint of another libpromptus version")
-            return cls(values["state"], arrays, values["fingerprint"], values["stream_bytes"],
-                       values["stream_sha256"], values["rank"], values["interval"])
-        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as err:
-            if isinstance(err, CheckpointError):
-                raise
+            if values.get("format") == FORMAT:
+                return cls(values["state"], arrays, values["fingerprint"], values["stream_bytes"],
+                           values["stream_sha256"], values["rank"], values["interval"])
+        except (KeyError, TypeError, AttributeError, ValueError, zipfile.BadZipFile, EOFError) as err:
             raise CheckpointError(f"{path}: a damaged checkpoint ({err})") from None
+        raise CheckpointError(f"{path}: a checkpoint of another libpromptus version")
 
     def check_stream(self, partial: bytes, name: str) -> bytes:
         """The prefix of `partial` this checkpoint was taken with; `CheckpointError` if it differs."""

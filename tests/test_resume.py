@@ -254,3 +254,19 @@ def test_a_checkpoint_taken_at_a_scene_cut_resumes_to_the_same_bytes(clip, tmp_p
     assert checkpoint.state["next_frame"] == keyframes[first_of_second_scene - 1][1] + 1
     encode(str(clip), str(out), resume=True, **OPTIONS)
     assert out.read_bytes() == reference
+
+
+def test_a_checkpoint_of_another_layout_is_refused_not_misread(tmp_path):
+    import json
+
+    import numpy as np
+
+    path = tmp_path / "checkpoint.npz"
+    buffer = io.BytesIO()
+    np.savez(buffer, checkpoint_state=np.frombuffer(json.dumps({"format": 2}).encode(), dtype=np.uint8))
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointError, match="^.*checkpoint.npz: a checkpoint of another libpromptus version$"):
+        Checkpoint.load(path)
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(CheckpointError, match="a damaged checkpoint"):
+        Checkpoint.load(path)
