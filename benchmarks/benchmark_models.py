@@ -10,7 +10,7 @@ from diffusers import AutoencoderTiny, UNet2DConditionModel
 
 from libpromptus.models import Generator, load_generator
 from libpromptus.models.loading import SD_TURBO_UNET_CONFIG, TAESD_CONFIG
-from libpromptus.profiles import SD_TURBO
+from libpromptus.process.profiles import SD_TURBO
 
 NAMES = ("tiny", "sd-turbo-random", "sd-turbo")
 

@@ -4,7 +4,7 @@ Encodes the README sample (48 frames 128x128, a scene cut at frame 32) with the 
 model at 100 kbit/s (`--stream`/`--source` reuse an encoded stream and its source),
 decodes it undamaged, then for each case flips one byte of one unit, checks that the
 strict reader refuses the stream (crc_mismatch), decodes it with concealment
-(`libpromptus.concealment`, as `pmtdec --conceal`) and compares frame by frame with the
+(`libpromptus.bitstream.concealment`, as `pmtdec --conceal`) and compares frame by frame with the
 undamaged decode and with the source: the frames that differ, and PSNR (mean over frames
 of per-frame PSNR) of the concealed frames and of the frames that follow from them
 through the latent chain, against the undamaged decode and against the source, beside
@@ -35,15 +35,15 @@ from libpromptus.bitstream import (
     read_streams,
     read_units,
 )
+from libpromptus.bitstream.concealment import read_concealed
 from libpromptus.engines import create_engine
 
-from libpromptus.concealment import read_concealed
-from libpromptus.decoding import decode_frames
-from libpromptus.encoding import psnr
+from libpromptus.decoder.decoding import decode_frames
+from libpromptus.encoder.encoder import psnr
+from libpromptus.encoder.ratecontrol import parse_bitrate
+from libpromptus.io.samples import write_sample
+from libpromptus.io.video_input import open_video
 from libpromptus.models import load_generator
-from libpromptus.ratecontrol import parse_bitrate
-from libpromptus.samples import write_sample
-from libpromptus.video_input import open_video
 
 
 def decode(streams, engine) -> np.ndarray:

@@ -20,14 +20,20 @@ import time
 
 import numpy as np
 import torch
+from benchmark_models import NAMES, benchmark_generator
+from libpromptus.bitstream import (
+    Coding,
+    Keyframe,
+    LatentCodec,
+    SceneStart,
+    StreamWriter,
+    read_streams,
+)
+from libpromptus.engines import create_engine
 
 from libpromptus.api import check_model
-from libpromptus.bitstream import Coding, Keyframe, LatentCodec, SceneStart, StreamWriter, read_streams
-from libpromptus.decoding import decode_frames
-from libpromptus.engines import create_engine
-from libpromptus.profiles import PROFILES
-
-from benchmark_models import NAMES, benchmark_generator
+from libpromptus.decoder.decoding import decode_frames
+from libpromptus.process.profiles import PROFILES
 
 
 def synthetic_stream(model: str, model_hash: bytes, size: int, frames: int, interval: int = 10,

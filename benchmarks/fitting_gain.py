@@ -23,13 +23,13 @@ from pathlib import Path
 
 import av
 import numpy as np
-
 from environment import environment
-from libpromptus.encoding import psnr
+
+from libpromptus.encoder.encoder import psnr
+from libpromptus.io.samples import write_y4m
+from libpromptus.io.video_input import open_video, parse_size
+from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
-from libpromptus.procedural import random_clip
-from libpromptus.samples import write_y4m
-from libpromptus.video_input import open_video, parse_size
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
 

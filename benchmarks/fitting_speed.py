@@ -17,12 +17,12 @@ import json
 import time
 
 import torch
-
 from benchmark_models import NAMES, benchmark_generator
 from environment import environment
 from libpromptus.engines import create_engine
-from libpromptus.fitting import FitSettings, fit_keyframe
-from libpromptus.losses import fitting_loss, make_perceptual_loss
+
+from libpromptus.encoder.fitting import FitSettings, fit_keyframe
+from libpromptus.encoder.losses import fitting_loss, make_perceptual_loss
 
 
 def main() -> None:

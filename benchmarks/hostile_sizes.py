@@ -1,6 +1,6 @@
 """How fast, and in how little memory, streams that declare hostile sizes are refused.
 
-For every stream of `libpromptus.fuzzing.hostile_streams()` (unit sizes, dimensions,
+For every stream of `libpromptus.conformance.fuzzing.hostile_streams()` (unit sizes, dimensions,
 ranks, counts and coded symbol counts at or beyond SPEC.md §10's caps, overlong leb128):
 
 - the reader in this process: its error code, wall and CPU time, and the peak of Python's
@@ -36,8 +36,7 @@ import tracemalloc
 from pathlib import Path
 
 from libpromptus.bitstream import InvalidDataError, read_streams
-
-from libpromptus.fuzzing import HostileStream, hostile_streams
+from libpromptus.conformance.fuzzing import HostileStream, hostile_streams
 
 TARGET_SECONDS = 1.0
 TARGET_MB = 100.0

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import av
 import numpy as np
+from environment import environment
 from PIL import Image
 
-from environment import environment
-from libpromptus.encoding import psnr
-from libpromptus.samples import sample_frames, write_sample
+from libpromptus.encoder.encoder import psnr
+from libpromptus.io.samples import sample_frames, write_sample
 
 DEFAULT_OUT = Path("benchmarks/results/demo_side_by_side.png")   # relative: the JSON names it as given
 

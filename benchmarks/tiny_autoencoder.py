@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from environment import environment
 from PIL import Image
 
-from environment import environment
-from libpromptus.encoding import psnr
+from libpromptus.encoder.encoder import psnr
 from libpromptus.models import load_generator, load_latent_encoder
+from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
-from libpromptus.procedural import random_clip
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
 

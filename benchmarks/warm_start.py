@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from libpromptus.api import encode
-from libpromptus.samples import write_sample
+from libpromptus.io.samples import write_sample
 
 
 def run(clip: Path, out: Path, warm: bool, args) -> dict:

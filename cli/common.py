@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from ..bitstream import InvalidDataError
-from ..files import TemporaryOutput
+from ..io.files import TemporaryOutput
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -69,7 +69,7 @@ def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
     """Write to a private temporary file beside `name` and rename it into place on success.
 
     On any failure the temporary file is removed, so no partial output is ever left
-    (`libpromptus.files.TemporaryOutput`). `-`/`pipe:` writes to standard output instead.
+    (`libpromptus.io.files.TemporaryOutput`). `-`/`pipe:` writes to standard output instead.
     """
     if is_pipe(name):
         yield sys.stdout.buffer

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from ..bitstream import read_streams
-from ..prompt_dump import write_prompt_dump
+from ..decoder.prompt_dump import write_prompt_dump
 from .common import (
     ArgumentParser,
     CommandError,
@@ -96,7 +96,7 @@ def _main(argv: list[str]) -> int:
 
 def _read_concealed(handle) -> list:
     """`--conceal`: the input's streams with damage concealed; each concealment is logged as a warning."""
-    from ..concealment import read_concealed
+    from ..bitstream.concealment import read_concealed
 
     streams, report = read_concealed(handle)
     log = logging.getLogger(__name__)
@@ -128,10 +128,10 @@ def _decode_video(streams, args) -> None:
     from pathlib import Path
 
     from ..api import check_model, decoder_model
-    from ..decoding import decode_frames
+    from ..decoder.decoding import decode_frames
     from ..engines import create_engine
+    from ..io.video_output import VideoWriter, output_format
     from ..models import load_generator
-    from ..video_output import VideoWriter, output_format
 
     header = streams[0].header
     total = sum(s.frame_count for s in streams)

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
-from ..importers.promptus_dir import import_promptus_dir
+from ..encoder.promptus_dir import import_promptus_dir
 from .common import (
     ArgumentParser,
     CommandError,
@@ -134,8 +134,8 @@ def _refuse_pmt_input(name: str) -> None:
 def _encode_video(args) -> int:
     _refuse_pmt_input(args.input)
     from ..api import encode
-    from ..ratecontrol import parse_bitrate
-    from ..video_input import parse_size
+    from ..encoder.ratecontrol import parse_bitrate
+    from ..io.video_input import parse_size
 
     if args.output in ("-", "pipe:", "pipe:1"):
         raise CommandError("video encoding writes a file (the index needs the whole stream); give OUT.pmt")

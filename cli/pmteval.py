@@ -91,11 +91,11 @@ def _main(argv: list[str]) -> int:
 
 def _evaluate_command(args) -> int:
     set_log_level(args.loglevel)
+    from ..encoder.ratecontrol import parse_bitrate
     from ..evaluation.abr import MAX_BUFFER
     from ..evaluation.registry import CODECS
     from ..evaluation.traces import load_trace
-    from ..ratecontrol import parse_bitrate
-    from ..video_input import parse_size
+    from ..io.video_input import parse_size
     from .pmtenc import parse_rate
 
     codec_names = _list(args.codecs, "codecs")

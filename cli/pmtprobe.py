@@ -8,7 +8,7 @@ import json
 import sys
 
 from ..bitstream import read_streams
-from ..probe import describe, format_text
+from ..bitstream.probe import describe, format_text
 from .common import ArgumentParser, add_common_flags, open_input, run, set_log_level
 
 

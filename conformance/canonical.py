@@ -14,7 +14,7 @@ rounded to binary16 and written little-endian.
 
 numpy's float32 ufuncs round each operation separately and never fuse a multiply with
 an add, so the loop over k below is the canonical order. This module needs numpy and
-the bitstream reader only: no model, no torch, and nothing of libpromptus.prompts,
+the bitstream reader only: no model, no torch, and nothing of libpromptus.process.prompts,
 which it is a second implementation of.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ class FrameDecoder:
     def decode(self, streams: list[Stream]) -> np.ndarray:
         """All frames of a file as uint8 [frames, height, width, 3], as pmtdec decodes them."""
         from ..api import check_model
-        from ..decoding import decode_frames
+        from ..decoder.decoding import decode_frames
         from ..engines import create_engine
 
         header = streams[0].header

@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 
 from ..bitstream import Coding, Keyframe, LatentCodec, SceneStart, SequenceHeader
-from ..profiles import TINY
+from ..process.profiles import TINY
 
 SHAPES = ("laplace", "gaussian", "uniform")
 #: The standard deviation of `symbols` of each shape with the default spread of 6.

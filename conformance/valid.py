@@ -26,7 +26,7 @@ from ..bitstream import (
     Unit,
     UnknownUnit,
 )
-from ..profiles import SD_TURBO
+from ..process.profiles import SD_TURBO
 from . import seeded
 from .assemble import Framed, assemble, frame
 from .seeded import f32

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..bitstream import PredictionType, SequenceHeader
-from ..denoise import denoised_latent
+from ..process.denoise import denoised_latent
 
 
 class DenoisingStep(torch.nn.Module):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..bitstream import SequenceHeader
-from ..denoise import to_uint8
+from ..process.denoise import to_uint8
 from .base import EngineUnavailableError, Generation
 from .buckets import bucket, pad_batch
 from .onnx_export import export_graphs

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..bitstream import SequenceHeader
-from ..denoise import to_uint8
+from ..process.denoise import to_uint8
 from .base import Generation
 from .graphs import DenoisingStep, LatentDecoder
 

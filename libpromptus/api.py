@@ -20,12 +20,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
+from .bitstream.concealment import ConcealmentReport, read_concealed
 from .bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
-from .checkpoint import Checkpoint, CheckpointError
-from .concealment import ConcealmentReport, read_concealed
-from .decoding import Frame, decode_frames
+from .decoder.decoding import Frame, decode_frames
+from .encoder.checkpoint import Checkpoint, CheckpointError
 from .engines import DEFAULT_BATCH
-from .files import WorkDirectory, publish
+from .io.files import WorkDirectory, publish
 
 log = logging.getLogger("libpromptus")
 
@@ -54,7 +54,7 @@ class Container:
     """An opened .pmt file (all its concatenated streams).
 
     With `conceal=True` damaged units do not stop it: `streams` are rebuilt from what
-    survived and `concealment` reports the concealed frames (`libpromptus.concealment`);
+    survived and `concealment` reports the concealed frames (`libpromptus.bitstream.concealment`);
     otherwise `concealment` is None. `demux` always reads the file strictly.
     """
 
@@ -153,7 +153,7 @@ def decode(path: str | os.PathLike, output: str, *, codec: str | None = None, cr
 
     `conceal=True` conceals damaged units and logs each concealment as a warning.
     """
-    from .video_output import VideoWriter, output_format
+    from .io.video_output import VideoWriter, output_format
 
     container = open(path, conceal=conceal)
     for record in container.concealment.concealed if conceal else ():
@@ -298,7 +298,7 @@ def _finished_result(target: Path, checkpoint: Checkpoint, work: WorkDirectory) 
 
     It is recognised by the checkpoint's stream prefix; anything else is refused.
     """
-    from .encoding import EncodeSummary, KeyframeReport
+    from .encoder.encoder import EncodeSummary, KeyframeReport
 
     try:
         data = target.read_bytes()
@@ -323,12 +323,12 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
 
     from . import __version__
     from .bitstream import Coding, LatentCodec, Metadata, StreamWriter
-    from .encoding import DEFAULT_ITERATIONS, Encoder, EncoderSettings
+    from .encoder.encoder import DEFAULT_ITERATIONS, Encoder, EncoderSettings
+    from .encoder.losses import make_perceptual_loss
+    from .encoder.ratecontrol import choose
     from .engines import create_engine
-    from .losses import make_perceptual_loss
+    from .io.video_input import open_video
     from .models import load_generator, load_latent_encoder
-    from .ratecontrol import choose
-    from .video_input import open_video
 
     stream_path, checkpoint_path = work.path / _STREAM, work.path / _CHECKPOINT
     fingerprint = _fingerprint(source, opts)
@@ -443,7 +443,7 @@ def _rank_and_interval(opts: EncodeOptions, header: SequenceHeader, rate: Fracti
     fixed = round(10 + 100 + 200 + latent + 18 + 8)
     floor_bps = fixed * 8 * float(rate) / frames
     if floor_bps > opts.bitrate:
-        from .ratecontrol import describe_bitrate
+        from .encoder.ratecontrol import describe_bitrate
 
         log.warning("-b:v %s is below what %d frames cost before any keyframe (the first-frame latent and "
                     "headers alone: %.1f kbit/s), so the file will exceed it; a longer clip or a smaller -s "
@@ -476,8 +476,8 @@ def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions,
 
     from . import __version__
     from .bitstream import Metadata, merge_streams
-    from .encoding import EncodeSummary
-    from .video_input import open_video
+    from .encoder.encoder import EncodeSummary
+    from .io.video_input import open_video
 
     if segment_seconds <= 0 or jobs < 1:
         raise ValueError("--segment-seconds must be positive and --jobs at least 1")

@@ -24,7 +24,7 @@ from libpromptus.bitstream import (
     StreamWriter,
 )
 
-from libpromptus.profiles import SD_TURBO, TINY, GeneratorProfile
+from libpromptus.process.profiles import SD_TURBO, TINY, GeneratorProfile
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/reference/promptus-official"
 OFFICIAL_REASON = f"the official Promptus reference data is not at {OFFICIAL}"

@@ -7,9 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from conftest import (
     MAX_TINY_RANK,
     RICH_SPEC,
@@ -31,6 +28,8 @@ from conftest import (
     raw_stream,
     tiny_header,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from libpromptus.bitstream import (
     ERROR_CODES,
     SIGNATURE,
@@ -56,7 +55,8 @@ from libpromptus.bitstream.framing import PREFIX_SIZE, UnitSource, frame_unit
 from libpromptus.bitstream.leb128 import decode_leb128, encode_leb128
 from libpromptus.bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_UNIT_SIZE
 from libpromptus.bitstream.syntax import END_OF_STREAM_UNIT_SIZE, encode_payload
-from libpromptus.prompts import frame_conditioning
+
+from libpromptus.process.prompts import frame_conditioning
 
 HEADER_UNIT = frame(TINY_HEADER)
 AFTER_HEADER = PREFIX_SIZE + len(HEADER_UNIT)      # offset of the unit after the header

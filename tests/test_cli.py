@@ -11,11 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import RICH_SPEC, SMALL_SPEC, SceneSpec, StreamSpec, build_stream, write_prompt_dir
+from conftest import (
+    RICH_SPEC,
+    SMALL_SPEC,
+    SceneSpec,
+    StreamSpec,
+    build_stream,
+    write_prompt_dir,
+)
 from libpromptus.bitstream import Keyframe, SceneStart, read_streams, read_units
 from libpromptus.bitstream.framing import PREFIX_SIZE
-from libpromptus.prompts import frame_conditioning
+
+from libpromptus.process.prompts import frame_conditioning
 
 
 def cli(prog: str, *args, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

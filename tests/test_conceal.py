@@ -1,4 +1,4 @@
-"""Error concealment: `pmtdec --conceal`, `libpromptus.concealment`, `bitstream.salvage`.
+"""Error concealment: `pmtdec --conceal`, `libpromptus.bitstream.concealment`, `bitstream.salvage`.
 
 One stream for the tiny model, 20 frames 64x64 built from seeded factors and latents
 (tests/decoding_helpers.py; benchmarks/concealment.py measures the same on a stream the
@@ -30,12 +30,16 @@ from libpromptus.bitstream import (
     read_streams,
     read_units,
 )
+from libpromptus.bitstream.concealment import (
+    Concealment,
+    LostSceneStart,
+    read_concealed,
+)
 from libpromptus.bitstream.framing import SIGNATURE
 from libpromptus.bitstream.salvage import LostBytes, StreamPrefix, salvage
 
-from libpromptus.concealment import Concealment, LostSceneStart, read_concealed
-from libpromptus.noise import noise_tensor
-from libpromptus.prompts import (
+from libpromptus.process.noise import noise_tensor
+from libpromptus.process.prompts import (
     compose,
     frame_conditioning,
     interpolate,
@@ -443,7 +447,7 @@ def engine(clean):
 
 
 def decode(streams, engine, **options) -> np.ndarray:
-    from libpromptus.decoding import decode_frames
+    from libpromptus.decoder.decoding import decode_frames
 
     return np.stack([frame.image for frame in decode_frames(streams, engine, **options)])
 

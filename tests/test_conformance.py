@@ -43,7 +43,7 @@ from libpromptus.conformance.runner import Verifier, run
 from libpromptus.conformance.suite import MANIFEST, MIN_PSNR_DB, manifest_text
 from libpromptus.conformance.valid import VALID
 
-from libpromptus.prompts import frame_conditioning
+from libpromptus.process.prompts import frame_conditioning
 
 SUITE = suite_dir()
 VALID_STREAMS = sorted((SUITE / "valid").glob("*.pmt"))

@@ -2,7 +2,7 @@
 
 Streams are small synthetic ones (latents of 4x4 to 8x8) so that every decode is cheap
 on a CPU. The reference test re-implements §8 from the formulas alone (numpy noise,
-official `z / c_in - sigma * eps` denoising) without calling libpromptus.decoding,
+official `z / c_in - sigma * eps` denoising) without calling libpromptus.decoder.decoding,
 denoise or prompts.
 """
 from __future__ import annotations
@@ -42,11 +42,11 @@ from libpromptus.engines import create_engine
 
 import libpromptus
 from libpromptus.api import ModelMismatchError, check_model
-from libpromptus.decoding import Frame, decode_frames
+from libpromptus.decoder.decoding import Frame, decode_frames
+from libpromptus.decoder.prompt_dump import write_prompt_dump
 from libpromptus.models import load_generator
-from libpromptus.profiles import SD_TURBO
-from libpromptus.prompt_dump import write_prompt_dump
-from libpromptus.prompts import frame_conditioning
+from libpromptus.process.profiles import SD_TURBO
+from libpromptus.process.prompts import frame_conditioning
 
 # ---------------------------------------------------------------- fixtures
 
@@ -454,7 +454,7 @@ def test_a_failure_mid_decode_of_an_image_sequence_leaves_nothing(tmp_path, two_
 def test_a_refused_encoder_setting_leaves_no_temporary_file(tmp_path, two_scenes, options):
     from fractions import Fraction
 
-    from libpromptus.video_output import VideoWriter, output_format
+    from libpromptus.io.video_output import VideoWriter, output_format
 
     out = tmp_path / "out.mkv"
     with pytest.raises(Exception):  # noqa: B017 - PyAV raises various types here

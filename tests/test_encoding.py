@@ -32,25 +32,25 @@ from libpromptus.bitstream import (
 )
 from libpromptus.engines import create_engine
 
-import libpromptus.encoding as encoding_module
+import libpromptus.encoder.encoder as encoding_module
 from libpromptus.api import encode
-from libpromptus.decoding import decode_frames
-from libpromptus.encoding import psnr, scene_distance
-from libpromptus.fitting import (
+from libpromptus.decoder.decoding import decode_frames
+from libpromptus.encoder.encoder import psnr, scene_distance
+from libpromptus.encoder.fitting import (
     FitSettings,
     fake_quantize,
     fit_keyframe,
     interval_prompts,
 )
-from libpromptus.losses import fitting_loss, make_perceptual_loss
+from libpromptus.encoder.losses import fitting_loss, make_perceptual_loss
+from libpromptus.encoder.ratecontrol import describe_bitrate, parse_bitrate
+from libpromptus.io.samples import sample_frames, write_sample
+from libpromptus.io.video_input import open_video
 from libpromptus.models import load_generator, load_latent_encoder
-from libpromptus.noise import noise_tensor
-from libpromptus.profiles import TINY
-from libpromptus.prompts import dequantize
-from libpromptus.quantization import quantize_u8
-from libpromptus.ratecontrol import describe_bitrate, parse_bitrate
-from libpromptus.samples import sample_frames, write_sample
-from libpromptus.video_input import open_video
+from libpromptus.process.noise import noise_tensor
+from libpromptus.process.profiles import TINY
+from libpromptus.process.prompts import dequantize
+from libpromptus.process.quantization import quantize_u8
 
 RATE = 30
 
@@ -632,7 +632,7 @@ def test_a_frame_of_the_wrong_shape_is_refused(tiny):
 
     from libpromptus.bitstream import StreamWriter
 
-    from libpromptus.encoding import Encoder, EncoderSettings
+    from libpromptus.encoder.encoder import Encoder, EncoderSettings
 
     generator, latent_encoder = tiny
     header = TINY.sequence_header(width=32, height=32, fps_num=RATE, fps_den=1, frame_count=0)

@@ -24,8 +24,8 @@ from libpromptus.evaluation.metrics import psnr
 from libpromptus.evaluation.promptus import PromptusCodec
 from libpromptus.evaluation.ratematch import TOLERANCE
 from libpromptus.evaluation.registry import create_codec
-from libpromptus.procedural import random_clip
-from libpromptus.samples import write_y4m
+from libpromptus.io.samples import write_y4m
+from libpromptus.models.procedural import random_clip
 
 UVG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official" / "uvg" / "frames"
 

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from libpromptus.bitstream import read_streams
-from libpromptus.samples import write_sample
+
+from libpromptus.io.samples import write_sample
 
 pytestmark = [pytest.mark.faults,
               pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")]

@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from libpromptus.files import OutputBusyError, TemporaryOutput, WorkDirectory, remove_stale_temporaries
+from libpromptus.io.files import (
+    OutputBusyError,
+    TemporaryOutput,
+    WorkDirectory,
+    remove_stale_temporaries,
+)
 
 
 def _dead_pid() -> int:
@@ -80,7 +85,7 @@ def test_an_image_sequence_temporary_has_no_percent_in_its_name(tmp_path):
 
 def test_a_work_directory_is_exclusive_and_names_its_holder(tmp_path):
     target = tmp_path / "out.pmt"
-    script = ("import sys, time; from libpromptus.files import WorkDirectory; "
+    script = ("import sys, time; from libpromptus.io.files import WorkDirectory; "
               "w = WorkDirectory(sys.argv[1]).open(); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE)
     try:

@@ -1,4 +1,4 @@
-"""The fuzz harness (libpromptus.fuzzing): its target, CRC fix-up, seed corpus and entry point.
+"""The fuzz harness (libpromptus.conformance.fuzzing): its target, CRC fix-up, seed corpus and entry point.
 
 The target must swallow exactly `InvalidDataError` and report everything else, so these
 tests also check that it does report: a reader raising another exception, or a decoding
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from libpromptus.bitstream import InvalidDataError, read_streams
 from libpromptus.bitstream.framing import PREFIX_SIZE
-
-from libpromptus import fuzzing
+from libpromptus.conformance import fuzzing
 
 
 def test_every_seed_runs_clean():
@@ -116,7 +115,7 @@ def test_invalid_data_is_not_a_crash():
 
 
 def test_module_imports_neither_torch_nor_atheris():
-    code = ("import sys, libpromptus.fuzzing\n"
+    code = ("import sys, libpromptus.conformance.fuzzing\n"
             "loaded = [m for m in sys.modules if m.split('.')[0] in ('torch', 'atheris')]\n"
             "assert not loaded, loaded[:5]\n")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
@@ -124,11 +123,11 @@ def test_module_imports_neither_torch_nor_atheris():
 
 
 def test_atheris_entry_point(tmp_path):
-    """`python -m libpromptus.fuzzing` writes the seeds and fuzzes (a few hundred runs)."""
+    """`python -m libpromptus.conformance.fuzzing` writes the seeds and fuzzes (a few hundred runs)."""
     pytest.importorskip("atheris")
     corpus = tmp_path / "corpus"
     result = subprocess.run(
-        [sys.executable, "-m", "libpromptus.fuzzing", "-runs=300", "-timeout=20", "-rss_limit_mb=1024",
+        [sys.executable, "-m", "libpromptus.conformance.fuzzing", "-runs=300", "-timeout=20", "-rss_limit_mb=1024",
          f"-artifact_prefix={tmp_path}/", str(corpus)], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Done 300 runs" in result.stderr

@@ -46,8 +46,7 @@ from libpromptus.bitstream.limits import (
     MAX_FPS_TERM,
     MAX_KEYFRAME_INTERVAL,
 )
-
-from libpromptus.fuzzing import check_conditioning, fix_crcs
+from libpromptus.conformance.fuzzing import check_conditioning, fix_crcs
 
 # Streams of three scenes of 16-channel latents can overrun Hypothesis's choice buffer;
 # those draws are discarded, which the health checks would count as filtering.

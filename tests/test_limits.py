@@ -1,4 +1,4 @@
-"""Streams that declare hostile sizes (libpromptus.fuzzing.hostile_streams) are refused.
+"""Streams that declare hostile sizes (libpromptus.conformance.fuzzing.hostile_streams) are refused.
 
 Each stream declares a unit size, dimension, rank, count or coded symbol count at or
 beyond its SPEC.md §10 cap. The reader must report the stream's error code, and every
@@ -18,8 +18,7 @@ import pytest
 from libpromptus.bitstream import InvalidDataError, read_streams
 from libpromptus.bitstream.limits import MAX_UNIT_SIZE
 from libpromptus.cli import pmtdec, pmtenc, pmtprobe
-
-from libpromptus.fuzzing import HostileStream, hostile_streams
+from libpromptus.conformance.fuzzing import HostileStream, hostile_streams
 
 CASES = {case.name: case for case in hostile_streams()}
 CHEAP = [name for name, case in CASES.items() if not case.expensive]

@@ -1,4 +1,4 @@
-"""The fitting loss (`libpromptus.losses`): MSE + perceptual + prompt term, never downloading.
+"""The fitting loss (`libpromptus.encoder.losses`): MSE + perceptual + prompt term, never downloading.
 
 Machine independent: every test that resolves weights points `torch.hub.get_dir` at a
 temporary folder (empty, or holding a randomly initialised stand-in checkpoint with the
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libpromptus import losses
-from libpromptus.losses import (
+from libpromptus.encoder import losses
+from libpromptus.encoder.losses import (
     MS_SSIM_MIN_SIDE,
     PERCEPTUAL_KINDS,
     PerceptualLoss,
@@ -124,7 +124,7 @@ def grid_images(size: int, batch: int = 2) -> torch.Tensor:
 
 
 def independent_p(kind: str, x, y, state=None) -> torch.Tensor:
-    """P(x, y) without going through `libpromptus.losses`."""
+    """P(x, y) without going through `libpromptus.encoder.losses`."""
     if kind == "none":
         return torch.zeros(x.shape[0])
     if kind == "ms-ssim":

@@ -35,10 +35,10 @@ from libpromptus.models import (
     locations,
     model_identity,
     resolve_model,
+    tiny_model,
 )
 from libpromptus.models import identity as identity_module
-from libpromptus.models import tiny_model
-from libpromptus.profiles import PROFILES, SD_TURBO, TINY
+from libpromptus.process.profiles import PROFILES, SD_TURBO, TINY
 
 TINY_DIR = locations.TINY_DIR
 MANIFEST = json.loads((TINY_DIR / "MANIFEST.json").read_text())

@@ -4,8 +4,8 @@ import struct
 
 import numpy as np
 
-from libpromptus.noise import noise_tensor
-from libpromptus.profiles import SD_TURBO
+from libpromptus.process.noise import noise_tensor
+from libpromptus.process.profiles import SD_TURBO
 
 
 class SpecMT19937Polar:

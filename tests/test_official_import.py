@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import OFFICIAL, requires_official, write_prompt_dir
 from libpromptus.bitstream import Coding, LatentCodec, read_streams
-from libpromptus.importers.promptus_dir import import_promptus_dir
+
+from libpromptus.encoder.promptus_dir import import_promptus_dir
 
 SETS = ["sky", "uvg"]
 FRAMES = 141

@@ -95,7 +95,7 @@ def api_frames(path: Path, **options) -> np.ndarray:
     """The frames libpromptus.decode_frames gives (the model in this process), default batch."""
     from libpromptus.engines import create_engine
 
-    from libpromptus.decoding import decode_frames
+    from libpromptus.decoder.decoding import decode_frames
     from libpromptus.models import load_generator
 
     streams = read_streams(path)

@@ -3,7 +3,7 @@ the input options.
 
 Every run pays a few seconds of imports, so a module fixture starts them all at once
 (two at a time, on the tiny model) and each test checks its own result. Clips are the
-procedural sample clip (libpromptus.samples) at 32x32..64x64.
+procedural sample clip (libpromptus.io.samples) at 32x32..64x64.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 from decoding_helpers import empty_model_places, sd_turbo_stream
 from libpromptus.bitstream import Keyframe, SceneStart, read_streams, read_units
 
-from libpromptus.samples import write_sample
+from libpromptus.io.samples import write_sample
 
 PROGRESS_KEYS = ["frame", "fps", "out_time_us", "out_time", "speed", "progress"]
 RATE = 30
@@ -305,9 +305,9 @@ def test_start_and_duration_reach_the_encoder(runs):
     # the first-frame latent is that of source frame 15, not of frame 0 or 14
     import torch
 
+    from libpromptus.io.video_input import open_video
     from libpromptus.models import load_latent_encoder
-    from libpromptus.quantization import quantize_u8
-    from libpromptus.video_input import open_video
+    from libpromptus.process.quantization import quantize_u8
 
     with open_video(str(directory / "clip.y4m")) as reader:
         frames = list(reader.frames())

@@ -7,14 +7,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import RICH_SPEC, build_stream, tiny_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from libpromptus.bitstream import (
+    Coding,
+    Keyframe,
+    LatentCodec,
+    SceneCut,
+    SceneStart,
+    StreamWriter,
+    read_streams,
+)
 
-from conftest import RICH_SPEC, build_stream, tiny_header
-from libpromptus.bitstream import Coding, Keyframe, LatentCodec, SceneCut, SceneStart, StreamWriter, read_streams
-from libpromptus.prompt_dump import write_prompt_dump
-from libpromptus.prompts import (
+from libpromptus.decoder.prompt_dump import write_prompt_dump
+from libpromptus.process.prompts import (
     compose,
     dequantize,
     frame_conditioning,
@@ -22,7 +30,7 @@ from libpromptus.prompts import (
     interpolation_weight,
     keyframe_factors,
 )
-from libpromptus.quantization import quantize_u8
+from libpromptus.process.quantization import quantize_u8
 
 # ---------------------------------------------------------------- dequantization
 

@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from libpromptus.bitstream import InvalidDataError, StreamWriter, read_streams
 
 import libpromptus.api
 from libpromptus.api import encode
-from libpromptus.bitstream import InvalidDataError, StreamWriter, read_streams
-from libpromptus.checkpoint import Checkpoint, CheckpointError
-from libpromptus.files import OutputBusyError, WorkDirectory
-from libpromptus.samples import write_sample
+from libpromptus.encoder.checkpoint import Checkpoint, CheckpointError
+from libpromptus.io.files import OutputBusyError, WorkDirectory
+from libpromptus.io.samples import write_sample
 
 OPTIONS = dict(model="tiny", bitrate=80_000, iterations=2, first_iterations=3)
 
@@ -219,7 +219,7 @@ def test_a_second_encode_of_the_same_output_fails_at_once(clip, tmp_path):
 
 def test_a_dead_process_lock_is_taken_over(clip, tmp_path, reference):
     out = tmp_path / "out.pmt"
-    holder = ("import sys, os; from libpromptus.files import WorkDirectory; "
+    holder = ("import sys, os; from libpromptus.io.files import WorkDirectory; "
               "w = WorkDirectory(sys.argv[1]).open(); (w.path / 'stream.partial').write_bytes(b'x'); os._exit(0)")
     subprocess.run([sys.executable, "-c", holder, str(out)], check=True)
     work = tmp_path / ".out.pmt.resume"

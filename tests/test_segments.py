@@ -3,8 +3,6 @@ import io
 
 import numpy as np
 import pytest
-
-from libpromptus.api import encode
 from libpromptus.bitstream import (
     Coding,
     InvalidDataError,
@@ -16,8 +14,10 @@ from libpromptus.bitstream import (
     merge_streams,
     read_streams,
 )
-from libpromptus.profiles import TINY
-from libpromptus.samples import write_sample
+
+from libpromptus.api import encode
+from libpromptus.io.samples import write_sample
+from libpromptus.process.profiles import TINY
 
 
 def _segment(frames: list[int], seed: int, *, width: int = 32) -> bytes:

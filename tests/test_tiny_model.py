@@ -19,11 +19,11 @@ pytest.importorskip("diffusers")
 
 import libpromptus
 from libpromptus.api import encode
-from libpromptus.encoding import psnr
+from libpromptus.encoder.encoder import psnr
+from libpromptus.io.samples import write_y4m
 from libpromptus.models import load_generator, locations, train_tiny
-from libpromptus.procedural import random_clip
-from libpromptus.profiles import TINY
-from libpromptus.samples import write_y4m
+from libpromptus.models.procedural import random_clip
+from libpromptus.process.profiles import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((locations.TINY_DIR / "MANIFEST.json").read_text())

@@ -1,4 +1,4 @@
-"""libpromptus.video_input: the encoder's input through PyAV.
+"""libpromptus.io.video_input: the encoder's input through PyAV.
 
 Small clips are made with PyAV itself: 48 frames of 96x64 moving gradients as .y4m
 (raw 4:4:4), .mkv (FFV1 RGB, lossless), .mp4 (H.264 RGB at CRF 0, lossless, with a
@@ -21,7 +21,7 @@ import av
 import numpy as np
 import pytest
 
-from libpromptus.video_input import (
+from libpromptus.io.video_input import (
     FITS,
     VideoInfo,
     VideoInputError,
@@ -428,7 +428,7 @@ def test_every_fit_gives_the_size_asked_for(clips, fit):
 
 STDIN_SCRIPT = """
 import sys
-from libpromptus.video_input import open_video
+from libpromptus.io.video_input import open_video
 with open_video(sys.argv[1], **eval(sys.argv[2])) as reader:
     frames = list(reader.frames())
     info = reader.info
@@ -655,7 +655,7 @@ def test_frame_arrays_are_independent(clips):
 
 
 def test_no_torch_import():
-    code = ("import sys, libpromptus.video_input\n"
+    code = ("import sys, libpromptus.io.video_input\n"
             "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """The clip under evaluation: the source's frames, read once, that every codec encodes.
 
-The frames are read by `libpromptus.video_input.open_video`, the reader `pmtenc` uses,
+The frames are read by `libpromptus.io.video_input.open_video`, the reader `pmtenc` uses,
 with the same options (`-ss`, `-t`, `-frames:v`, `-s`, `--fit`, `-r`), and kept in
 memory: every codec, the Promptus encoder included, is handed these exact RGB frames,
 and every metric compares against them. `-frames:v` bounds the memory (a 512x512 frame
@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..video_input import open_video
+from ..io.video_input import open_video
 
 __all__ = ["Clip", "read_clip"]
 

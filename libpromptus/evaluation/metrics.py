@@ -6,7 +6,7 @@
   channels with data range 255, averaged over channels; needs both sides >= 11.
 - MS-SSIM: `pytorch_msssim.ms_ssim`, five scales, same window; defined only when the
   shorter side is >= 161 px (`MS_SSIM_MIN_SIDE`): smaller clips get no MS-SSIM.
-- LPIPS (AlexNet, v0.1): `libpromptus.losses.LPIPSLoss`, the `lpips` package with its
+- LPIPS (AlexNet, v0.1): `libpromptus.encoder.losses.LPIPSLoss`, the `lpips` package with its
   backbone read from the local torch hub cache (never downloaded). When it cannot be
   built, only LPIPS is missing: `Metrics.lpips_error` says why and the other metrics are
   still computed.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..losses import MS_SSIM_MIN_SIDE, SSIM_WINDOW
+from ..encoder.losses import MS_SSIM_MIN_SIDE, SSIM_WINDOW
 
 __all__ = ["LPIPS_SEVERE", "METRICS", "Metrics", "SevereRule", "mean_metrics", "ms_ssim", "psnr", "ssim"]
 
@@ -114,7 +114,7 @@ class Metrics:
         self._lpips = None
         self.lpips_error: str | None = None
         try:
-            from ..losses import LPIPSLoss
+            from ..encoder.losses import LPIPSLoss
 
             self._lpips = LPIPSLoss("alex")
             self.names.append("lpips")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import TemporaryOutput
+from ..io.files import TemporaryOutput
 from .clip import Clip
 from .codecs import Codec
 from .metrics import Metrics, mean_metrics

@@ -23,7 +23,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 from diffusers.utils import is_accelerate_available
 
-from ..profiles import PROFILES, GeneratorProfile
+from ..process.profiles import PROFILES, GeneratorProfile
 from .identity import model_identity
 from .locations import (
     SD_TURBO_FILE,

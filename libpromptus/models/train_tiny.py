@@ -7,7 +7,7 @@ minutes on two CPU cores, and it is trained so that Promptus' encoder has someth
 steer: the decoded frame depends on the prompt, and fitting the prompt moves the frame
 towards the source.
 
-The recipe, in two stages, on procedural clips only (`libpromptus.procedural`, seeds
+The recipe, in two stages, on procedural clips only (`libpromptus.models.procedural`, seeds
 0 .. TRAIN_CLIPS-1; benchmarks and tests hold out seeds from HELD_OUT_SEED up):
 
 1. Autoencoder. Encoder and decoder are trained together on random 64 x 64 crops
@@ -65,10 +65,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fitting import fake_quantize
-from ..procedural import random_clip
-from ..profiles import TINY
+from ..encoder.fitting import fake_quantize
+from ..process.profiles import TINY
 from . import tiny_model
+from .procedural import random_clip
 
 #: Clips 0 .. TRAIN_CLIPS-1 train; HELD_OUT_SEED and up are never seen in training.
 TRAIN_CLIPS = 96

@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import __version__
 from ..bitstream import Coding, Keyframe, LatentCodec, Metadata, StreamWriter
-from ..profiles import SD_TURBO
-from ..quantization import scene_start
+from ..process.profiles import SD_TURBO
+from ..process.quantization import scene_start
 
 _KEYFRAME_FILE = re.compile(r"frame_(\d+)\.prompt\Z")
 _MAX_FILE_BYTES = 64 << 20

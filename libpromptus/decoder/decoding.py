@@ -7,7 +7,7 @@ Frames before `start_frame` are not generated unless the chain needs them (the l
 frame of each interval, whose latent feeds the next one).
 
 A scene whose start unit is not a `SceneStart` (error concealment's stand-in for a lost
-one, `libpromptus.concealment.LostSceneStart`) has no first-frame latent: it continues
+one, `libpromptus.bitstream.concealment.LostSceneStart`) has no first-frame latent: it continues
 the chain from the previous scene's last generated latent, or from a zero latent when it
 is its stream's first scene.
 """
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bitstream import Scene, SceneStart, SequenceHeader, Stream
-from .engines import DEFAULT_BATCH, Engine
-from .noise import noise_tensor
-from .prompts import Interval, scene_intervals
+from ..bitstream import Scene, SceneStart, SequenceHeader, Stream
+from ..engines import DEFAULT_BATCH, Engine
+from ..process.noise import noise_tensor
+from ..process.prompts import Interval, scene_intervals
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from .bitstream import (
+from ..bitstream import (
     Coding,
     Keyframe,
     LatentCodec,
@@ -25,13 +25,13 @@ from .bitstream import (
     SequenceHeader,
     StreamWriter,
 )
-from .bitstream.limits import MAX_KEYFRAME_INTERVAL
-from .engines import DEFAULT_BATCH
+from ..bitstream.limits import MAX_KEYFRAME_INTERVAL
+from ..engines import DEFAULT_BATCH
+from ..process.noise import noise_tensor
+from ..process.prompts import Interval, compose, keyframe_factors
+from ..process.quantization import quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .noise import noise_tensor
-from .prompts import Interval, compose, keyframe_factors
-from .quantization import quantize_u8, scene_start
 
 #: Iterations (a scene's first keyframe, later keyframes) per model: the official budget
 #: for SD-Turbo; a CPU-sized one for the tiny test model.

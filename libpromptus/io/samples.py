@@ -1,4 +1,4 @@
-"""A procedural sample clip for demos and tests: `python -m libpromptus.samples OUT.y4m`.
+"""A procedural sample clip for demos and tests: `python -m libpromptus.io.samples OUT.y4m`.
 
 Moving coloured shapes over a gradient, with a scene cut two thirds in (the second
 scene is another palette and layout), written as lossless y4m (4:4:4) through PyAV.
@@ -53,7 +53,7 @@ def write_sample(path: str, frames: int = 48, width: int = 128, height: int = 12
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m libpromptus.samples", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m libpromptus.io.samples", description=__doc__.splitlines()[0])
     parser.add_argument("output", help="output .y4m")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("-s", dest="size", default="128x128", help="WxH (default 128x128)")

@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .bitstream import Stream
-from .prompts import frame_conditioning
+from ..bitstream import Stream
+from ..process.prompts import frame_conditioning
 
 
 def _write_npy(archive: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], chunks) -> None:

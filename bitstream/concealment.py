@@ -41,11 +41,11 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
-from .bitstream import InvalidDataError, Stream, read_streams
-from .bitstream.framing import RawUnit
-from .bitstream.salvage import StreamPrefix, salvage
-from .bitstream.validation import check_concatenation
-from .stream_repair import Concealment, LostSceneStart, StreamRepair
+from . import InvalidDataError, Stream, read_streams
+from .framing import RawUnit
+from .repair import Concealment, LostSceneStart, StreamRepair
+from .salvage import StreamPrefix, salvage
+from .validation import check_concatenation
 
 __all__ = ["DAMAGE_CODES", "Concealed", "Concealment", "ConcealmentReport", "LostSceneStart", "read_concealed"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bitstream import NoiseAlgorithm, SequenceHeader
+from ..bitstream import NoiseAlgorithm, SequenceHeader
 
 
 def noise_tensor(header: SequenceHeader) -> np.ndarray:

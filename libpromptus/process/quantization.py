@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bitstream import Coding, LatentCodec, SceneStart
+from ..bitstream import Coding, LatentCodec, SceneStart
 
 
 def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:

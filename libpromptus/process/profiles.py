@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import NoiseAlgorithm, PredictionType, SequenceHeader
+from ..bitstream import NoiseAlgorithm, PredictionType, SequenceHeader
 
 
 @dataclass(frozen=True)

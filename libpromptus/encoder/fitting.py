@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .prompts import compose, interpolation_weight
+from ..process.prompts import compose, interpolation_weight
 
 
 @dataclass(frozen=True)

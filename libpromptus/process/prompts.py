@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import Keyframe, Scene, Stream
+from ..bitstream import Keyframe, Scene, Stream
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

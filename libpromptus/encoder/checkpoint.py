@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_atomically
+from ..io.files import write_atomically
 
 #: The checkpoint layout; a checkpoint of another layout is refused, not misread.
 FORMAT = 1

@@ -4,7 +4,7 @@
 CRC verifies, and lost byte ranges), places each keyframe in its scene, infers what the
 losses held, and `finish` returns a `Stream` that `decoding.decode_frames` decodes as
 usual: lost keyframes replaced by stand-ins (good keyframes moved to other frames, see
-`libpromptus.concealment` for the rules), lost scene starts by `LostSceneStart`. It
+`libpromptus.bitstream.concealment` for the rules), lost scene starts by `LostSceneStart`. It
 records a `Concealment` per concealed frame range and a note per loss that cost no
 frames.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .bitstream import (
+from . import (
     EndOfStream,
     Index,
     InvalidDataError,
@@ -27,10 +27,10 @@ from .bitstream import (
     Stream,
     UnitType,
 )
-from .bitstream.framing import RawUnit
-from .bitstream.reader import parse_unit
-from .bitstream.salvage import LostBytes, StreamPrefix
-from .bitstream.validation import check_unit
+from .framing import RawUnit
+from .reader import parse_unit
+from .salvage import LostBytes, StreamPrefix
+from .validation import check_unit
 
 _UNIT_NAMES = {kind: kind.name.lower().replace("_", " ") for kind in UnitType}
 

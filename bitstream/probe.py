@@ -8,8 +8,9 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from . import bitstream
-from .bitstream import ReadUnit, Stream, UnitType
+from .framing import VERSION_MAJOR, VERSION_MINOR
+from .reader import ReadUnit, Stream
+from .units import UnitType
 
 
 def describe(streams: list[Stream], size_bytes: int, *, show_units: bool = False) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def describe(streams: list[Stream], size_bytes: int, *, show_units: bool = False
     duration = Fraction(frame_count * first.fps_den, first.fps_num)
     report: dict[str, Any] = {
         "format": {
-            "version": f"{bitstream.VERSION_MAJOR}.{bitstream.VERSION_MINOR}",
+            "version": f"{VERSION_MAJOR}.{VERSION_MINOR}",
             "streams": len(streams),
             "width": first.width,
             "height": first.height,

@@ -16,12 +16,12 @@ that on arbitrary bytes:
   leb128 values); every one must be refused with its error code, quickly and in little
   memory (tests/test_limits.py, benchmarks/hostile_sizes.py).
 
-It lives in the package rather than under tests/ so that `python -m libpromptus.fuzzing`
+It lives in the package rather than under tests/ so that `python -m libpromptus.conformance.fuzzing`
 runs in any installation (CI's fresh virtual environment included) and the tests and the
 benchmark share one definition of each stream. Neither torch nor atheris is imported at
 module level; atheris is needed only to fuzz (`pip install 'libpromptus[fuzz]'`):
 
-    python -m libpromptus.fuzzing [LIBFUZZER_FLAGS] [CORPUS_DIR ...]
+    python -m libpromptus.conformance.fuzzing [LIBFUZZER_FLAGS] [CORPUS_DIR ...]
 
 writes the seed corpus into the first corpus directory (a temporary one if none is
 given) and fuzzes with libFuzzer's flags, e.g. `-max_total_time=60 -timeout=20
@@ -42,7 +42,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from .bitstream import (
+from ..bitstream import (
     Coding,
     EndOfStream,
     InvalidDataError,
@@ -60,9 +60,9 @@ from .bitstream import (
     UnknownUnit,
     read_streams,
 )
-from .bitstream.framing import SIGNATURE, frame_unit, stream_prefix
-from .bitstream.leb128 import encode_leb128
-from .bitstream.limits import (
+from ..bitstream.framing import SIGNATURE, frame_unit, stream_prefix
+from ..bitstream.leb128 import encode_leb128
+from ..bitstream.limits import (
     MAX_COND_DIM,
     MAX_COND_TOKENS,
     MAX_INDEX_ENTRIES,
@@ -70,9 +70,9 @@ from .bitstream.limits import (
     MAX_RANK,
     MAX_UNIT_SIZE,
 )
-from .bitstream.syntax import KEYFRAME_HEAD, SCENE_START_HEAD, encode_payload
-from .probe import describe, format_text
-from .prompts import frame_conditioning
+from ..bitstream.probe import describe, format_text
+from ..bitstream.syntax import KEYFRAME_HEAD, SCENE_START_HEAD, encode_payload
+from ..process.prompts import frame_conditioning
 
 #: Multiply-adds of prompt composition one input may cost (about 20 ms on one core): the
 #: reader's caps bound a stream's frames, but not to a number worth composing per input.
@@ -85,7 +85,7 @@ MAX_SEED_SIZE = 16 << 10
 #: The code whose coverage guides the fuzzer: the reader, its construct structs, the
 #: decoding process, the probe report. (Instrumenting everything loaded, numpy
 #: included, takes 30 s.)
-INSTRUMENTED = ("libpromptus.bitstream", "libpromptus.prompts", "libpromptus.probe", "construct")
+INSTRUMENTED = ("libpromptus.bitstream", "libpromptus.process.prompts", "libpromptus.bitstream.probe", "construct")
 
 # The first byte of a fuzz input says how the rest is read.
 _FIX_CRCS = 1          # rewrite every unit's CRC-32C first, so mutations reach the payload parsers
@@ -285,7 +285,7 @@ def seed_corpus() -> dict[str, bytes]:
 def _suite_streams() -> list[Path]:
     """The conformance suite's streams, if the suite is installed (it may not be yet)."""
     try:
-        from .conformance import suite_dir
+        from . import suite_dir
     except ImportError:
         return []
     return sorted(suite_dir().glob("*/*.pmt"))
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         corpora = [tempfile.mkdtemp(prefix="pmt-fuzz-corpus-")]
         argv.append(corpora[0])
     count = write_corpus(Path(corpora[0]))
-    print(f"libpromptus.fuzzing: {count} seed inputs in {corpora[0]}", file=sys.stderr, flush=True)
+    print(f"libpromptus.conformance.fuzzing: {count} seed inputs in {corpora[0]}", file=sys.stderr, flush=True)
     for function in [f for f in gc.get_objects() if isinstance(f, types.FunctionType)]:
         if (function.__module__ or "").startswith(INSTRUMENTED):
             atheris.instrument_func(function)

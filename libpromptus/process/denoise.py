@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .bitstream import PredictionType
+from ..bitstream import PredictionType
 
 
 def denoised_latent(z, network_output, alpha_bar: float, prediction_type: PredictionType):

@@ -1,1 +1,0 @@
-"""Importers that turn prompt data made by other tools into `.pmt` streams."""
