@@ -10,7 +10,7 @@ from typing import Any
 
 from .framing import VERSION_MAJOR, VERSION_MINOR
 from .reader import ReadUnit, Stream
-from .units import UnitType
+from .units import SceneStart, UnitType
 
 
 def describe(streams: list[Stream], size_bytes: int, *, show_units: bool = False) -> dict[str, Any]:
@@ -56,14 +56,16 @@ def describe(streams: list[Stream], size_bytes: int, *, show_units: bool = False
     for stream_number, stream in enumerate(streams):
         for scene in stream.scenes:
             scene_number = len(report["scenes"])
+            start = scene.start.unit
+            lost = not isinstance(start, SceneStart)          # a LostSceneStart of a repaired stream
             report["scenes"].append({
                 "index": scene_number,
                 "stream": stream_number,
                 "first_frame": stream.first_frame + scene.first_frame,
                 "last_frame": stream.first_frame + scene.last_frame,
                 "scene_cut": scene.cut is not None,
-                "latent_codec": scene.start.unit.latent_codec.name.lower(),
-                "coding": scene.start.unit.coding.name.lower(),
+                "latent_codec": None if lost else start.latent_codec.name.lower(),
+                "coding": None if lost else start.coding.name.lower(),
                 "bytes": scene.start.size,
             })
             for item in scene.keyframes:
@@ -97,9 +99,9 @@ def format_text(report: dict[str, Any]) -> str:
         f"{f['frame_count']} frames, {f['duration_s']:.3f} s, {f['size_bytes']} bytes, {f['bitrate_bps']} bit/s",
     ]
     for s in report["scenes"]:
+        latent = "lost" if s["latent_codec"] is None else f"{s['latent_codec']}/{s['coding']}"
         lines.append(f"  scene {s['index']}: frames {s['first_frame']}..{s['last_frame']}"
-                     f"{' (cut)' if s['scene_cut'] else ''}, latent {s['latent_codec']}/{s['coding']}, "
-                     f"{s['bytes']} bytes")
+                     f"{' (cut)' if s['scene_cut'] else ''}, latent {latent}, {s['bytes']} bytes")
     for k in report["keyframes"]:
         lines.append(f"    keyframe {k['frame_index']}: rank {k['rank']}, {k['coding']}, {k['bytes']} bytes")
     for u in report.get("units", []):

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Generic, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .units import (
     EndOfStream,
     Index,
     Keyframe,
+    LostSceneStart,
     Metadata,
     SceneCut,
     SceneStart,
@@ -34,14 +35,15 @@ from .units import (
 from .validation import StreamValidator, check_concatenation, check_unit
 
 Source = BinaryIO | str | os.PathLike
+U_co = TypeVar("U_co", covariant=True)
 
 
 @dataclass(frozen=True)
-class ReadUnit:
+class ReadUnit(Generic[U_co]):
     """A parsed unit and where it was: `offset` in the input, `stream_offset` from the
     start of its stream's signature (what index units count), `size` of the whole unit."""
 
-    unit: Unit
+    unit: U_co
     offset: int
     stream_offset: int
     size: int
@@ -58,7 +60,7 @@ def _binary(source: Source) -> Iterator[BinaryIO]:
         yield source
 
 
-def read_units(source: Source) -> Iterator[ReadUnit]:
+def read_units(source: Source) -> Iterator[ReadUnit[Unit]]:
     """Yield every unit of every stream in `source`, checked against SPEC.md.
 
     Each unit is yielded only after its framing, CRC, field values and position in the
@@ -119,11 +121,14 @@ def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: Sequenc
 
 @dataclass
 class Scene:
-    """One scene of a stream: its start unit, the cut marker before it if any, its keyframes."""
+    """One scene of a stream: its start unit, the cut marker before it if any, its keyframes.
 
-    start: ReadUnit
-    cut: ReadUnit | None = None
-    keyframes: list[ReadUnit] = field(default_factory=list)
+    In a stream that `bitstream.concealment` repaired, a lost scene start is a `LostSceneStart`.
+    """
+
+    start: ReadUnit[SceneStart | LostSceneStart]
+    cut: ReadUnit[SceneCut] | None = None
+    keyframes: list[ReadUnit[Keyframe]] = field(default_factory=list)
 
     @property
     def first_frame(self) -> int:

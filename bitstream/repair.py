@@ -30,21 +30,10 @@ from . import (
 from .framing import RawUnit
 from .reader import parse_unit
 from .salvage import LostBytes, StreamPrefix
+from .units import LostSceneStart
 from .validation import check_unit
 
 _UNIT_NAMES = {kind: kind.name.lower().replace("_", " ") for kind in UnitType}
-
-
-@dataclass(frozen=True)
-class LostSceneStart:
-    """Stands in a repaired `Scene` for a scene start unit that was lost.
-
-    The scene has no first-frame latent: the decoding process continues the latent chain
-    from the previous scene's last generated latent (a zero latent for a stream's first
-    scene).
-    """
-
-    first_frame: int
 
 
 @dataclass(frozen=True)
@@ -351,7 +340,7 @@ class StreamRepair:
         after = [k for d in drafts[number + 1:] for k in d.keyframes]
         return before[-1] if before else after[0]
 
-    def _lost_start(self, draft: _Draft, first: int) -> ReadUnit:
+    def _lost_start(self, draft: _Draft, first: int) -> ReadUnit[LostSceneStart]:
         loss = draft.start_loss
         return ReadUnit(LostSceneStart(first), loss.offset, loss.offset - self.prefix.offset, loss.size, self.number,
                         UnitType.SCENE_START)

@@ -2,13 +2,14 @@
 
 These dataclasses are what the reader yields and the writer takes. They hold the coded
 values themselves (8-bit factors, stored latents), never model tensors: turning them
-into conditioning and images is the decoding process, outside this package.
+into conditioning and images is the decoding process, outside this package. Every
+unit's `unit_type` is its type on the wire (a class attribute; an `UnknownUnit`'s own).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 import numpy as np
 
@@ -62,6 +63,7 @@ class NoiseAlgorithm(IntEnum):
 class SequenceHeader:
     """Everything a decoder needs before the first scene."""
 
+    unit_type: ClassVar[UnitType] = UnitType.SEQUENCE_HEADER
     model_name: str
     model_hash: bytes
     width: int
@@ -116,6 +118,7 @@ class SceneStart:
     uint8 [C, H, W] for Q8 with one `q_scale`/`q_zero_point` per channel.
     """
 
+    unit_type: ClassVar[UnitType] = UnitType.SCENE_START
     first_frame: int
     latent_codec: LatentCodec
     coding: Coding
@@ -136,6 +139,7 @@ class SceneStart:
 class SceneCut:
     """Marks that the content changes abruptly at `frame_index` (a new scene follows)."""
 
+    unit_type: ClassVar[UnitType] = UnitType.SCENE_CUT
     frame_index: int
 
 
@@ -147,6 +151,7 @@ class Keyframe:
     `scale * (q - zero_point)`.
     """
 
+    unit_type: ClassVar[UnitType] = UnitType.KEYFRAME
     frame_index: int
     coding: Coding
     u: np.ndarray
@@ -165,6 +170,7 @@ class Keyframe:
 class Metadata:
     """Free key/value text, e.g. the encoder's name, version and settings."""
 
+    unit_type: ClassVar[UnitType] = UnitType.METADATA
     entries: tuple[tuple[str, str], ...]
 
 
@@ -181,6 +187,7 @@ class IndexEntry:
 class Index:
     """Offsets of every scene start and keyframe unit, for seeking."""
 
+    unit_type: ClassVar[UnitType] = UnitType.INDEX
     entries: tuple[IndexEntry, ...]
 
 
@@ -188,6 +195,7 @@ class Index:
 class EndOfStream:
     """Closes a stream: the frames it holds and where its index unit is (0: none)."""
 
+    unit_type: ClassVar[UnitType] = UnitType.END_OF_STREAM
     frame_count: int
     index_offset: int = 0
 
@@ -203,6 +211,13 @@ class UnknownUnit:
 Unit = SequenceHeader | SceneStart | SceneCut | Keyframe | Metadata | Index | EndOfStream | UnknownUnit
 
 
-def is_f32(value: float) -> bool:
-    """True when `value` is finite and survives a round trip through binary32."""
-    return math.isfinite(value) and float(np.float32(value)) == value
+@dataclass(frozen=True)
+class LostSceneStart:
+    """Stands in a repaired `Scene` (bitstream.repair) for a scene start unit that was lost.
+
+    The scene has no first-frame latent: the decoding process continues the latent chain
+    from the previous scene's last generated latent (a zero latent for a stream's first
+    scene).
+    """
+
+    first_frame: int

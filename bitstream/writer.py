@@ -18,13 +18,8 @@ from .units import (
     IGNORABLE_TYPES,
     EndOfStream,
     Index,
-    Keyframe,
-    Metadata,
-    SceneCut,
-    SceneStart,
     SequenceHeader,
     Unit,
-    UnitType,
     UnknownUnit,
 )
 from .validation import StreamValidator, check_unit
@@ -89,8 +84,7 @@ class StreamWriter:
         if isinstance(unit, UnknownUnit):
             data = frame_unit(unit.unit_type, unit.payload, may_ignore=True)
         else:
-            kind = _unit_type(unit)
-            data = frame_unit(kind, encode_payload(unit), may_ignore=kind in IGNORABLE_TYPES)
+            data = frame_unit(unit.unit_type, encode_payload(unit), may_ignore=unit.unit_type in IGNORABLE_TYPES)
         self._validator.feed(unit, self.size)
         self._emit(data)
         return len(data)
@@ -112,17 +106,3 @@ class StreamWriter:
         if exc_type is None:
             self.close()
 
-
-_TYPES: dict[type, UnitType] = {
-    SequenceHeader: UnitType.SEQUENCE_HEADER,
-    SceneStart: UnitType.SCENE_START,
-    SceneCut: UnitType.SCENE_CUT,
-    Keyframe: UnitType.KEYFRAME,
-    Metadata: UnitType.METADATA,
-    Index: UnitType.INDEX,
-    EndOfStream: UnitType.END_OF_STREAM,
-}
-
-
-def _unit_type(unit: Unit) -> UnitType:
-    return _TYPES[type(unit)]

@@ -17,10 +17,7 @@ from ..bitstream import (
     Index,
     IndexEntry,
     Keyframe,
-    Metadata,
-    SceneCut,
     SceneStart,
-    SequenceHeader,
     Unit,
     UnitType,
     UnknownUnit,
@@ -29,12 +26,6 @@ from ..bitstream import (
 from ..bitstream.framing import SIGNATURE, frame_unit
 from ..bitstream.syntax import encode_payload
 from ..bitstream.units import IGNORABLE_TYPES
-
-_TYPES: dict[type, UnitType] = {
-    SequenceHeader: UnitType.SEQUENCE_HEADER, SceneStart: UnitType.SCENE_START, SceneCut: UnitType.SCENE_CUT,
-    Keyframe: UnitType.KEYFRAME, Metadata: UnitType.METADATA, Index: UnitType.INDEX,
-    EndOfStream: UnitType.END_OF_STREAM,
-}
 
 
 @dataclass(frozen=True)
@@ -48,18 +39,13 @@ class Framed:
 Part = Unit | Framed
 
 
-def _unit_type(unit: Unit) -> int:
-    """The `unit_type` of a unit dataclass."""
-    return unit.unit_type if isinstance(unit, UnknownUnit) else _TYPES[type(unit)]
-
-
 def frame(unit: Unit, *, payload: bytes | None = None, may_ignore: bool | None = None, extra: bytes = b"") -> bytes:
     """Frame `unit` with a correct size and CRC-32C, without checking its values.
 
     `payload` replaces the serialized payload, `may_ignore` the flag §3 gives its type,
     and `extra` is appended to the payload (fields of a later minor version).
     """
-    kind = _unit_type(unit)
+    kind = unit.unit_type
     body = encode_payload(unit) if payload is None else payload
     flag = (isinstance(unit, UnknownUnit) or kind in IGNORABLE_TYPES) if may_ignore is None else may_ignore
     return frame_unit(kind, body + extra, flag)

@@ -46,13 +46,9 @@ from ..bitstream import (
     Coding,
     EndOfStream,
     InvalidDataError,
-    Keyframe,
     LatentCodec,
     Metadata,
-    NoiseAlgorithm,
-    PredictionType,
     SceneCut,
-    SceneStart,
     SequenceHeader,
     Stream,
     StreamWriter,
@@ -73,6 +69,7 @@ from ..bitstream.limits import (
 from ..bitstream.probe import describe, format_text
 from ..bitstream.syntax import KEYFRAME_HEAD, SCENE_START_HEAD, encode_payload
 from ..process.prompts import frame_conditioning
+from . import seeded
 
 #: Multiply-adds of prompt composition one input may cost (about 20 ms on one core): the
 #: reader's caps bound a stream's frames, but not to a number worth composing per input.
@@ -200,38 +197,7 @@ class _ShortReads(io.RawIOBase):
 # ---------------------------------------------------------------- seed corpus
 
 #: The header of the seed streams: a 16 x 16 video, a 4 x 2 x 2 latent, 5 x 7 prompts.
-SEED_HEADER = SequenceHeader(
-    model_name="tiny", model_hash=bytes(range(32)), width=16, height=16, fps_num=30, fps_den=1, frame_count=0,
-    latent_channels=4, latent_downsampling=8, size_multiple=8, cond_tokens=5, cond_dim=7,
-    noise_algorithm=NoiseAlgorithm.MT19937_POLAR, noise_seed=88, prev_weight=float(np.float32(0.98)),
-    noise_weight=float(np.float32(0.22)), timestep=49, alpha_bar=float(np.float32(0.95262557)),
-    prediction_type=PredictionType.EPSILON,
-)
-
-
-def _symbols(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 symbols, peaked or uniform, so that every coded_symbols() model gets used."""
-    if rng.random() < 0.3:
-        return rng.integers(0, 256, size=shape, dtype=np.uint8)
-    values = rng.normal(rng.integers(40, 216), rng.uniform(0.5, 12.0), size=shape)
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
-def _keyframe(rng: np.random.Generator, header: SequenceHeader, frame: int, rank: int, coding: Coding) -> Keyframe:
-    return Keyframe(frame, coding, _symbols(rng, (header.cond_tokens, rank)), _symbols(rng, (rank, header.cond_dim)),
-                    float(np.float32(rng.uniform(1e-3, 1))), int(rng.integers(256)),
-                    float(np.float32(rng.uniform(1e-3, 1))), int(rng.integers(256)))
-
-
-def _scene_start(rng: np.random.Generator, header: SequenceHeader, first: int, codec: LatentCodec,
-                 coding: Coding) -> SceneStart:
-    shape = header.latent_shape
-    if codec == LatentCodec.Q8:
-        scales = tuple(float(np.float32(s)) for s in rng.uniform(0.01, 0.1, shape[0]))
-        zeros = tuple(int(z) for z in rng.integers(0, 256, shape[0]))
-        return SceneStart(first, codec, coding, _symbols(rng, shape), scales, zeros)
-    dtype = np.float32 if codec == LatentCodec.F32 else np.float16
-    return SceneStart(first, codec, coding, rng.standard_normal(shape).astype(dtype))
+SEED_HEADER = seeded.tiny_header(16, 16, model_hash=bytes(range(32)), size_multiple=8, cond_tokens=5, cond_dim=7)
 
 
 def seeded_stream(seed: int, *, header: SequenceHeader = SEED_HEADER, scenes: int = 2, index: bool = True) -> bytes:
@@ -240,22 +206,23 @@ def seeded_stream(seed: int, *, header: SequenceHeader = SEED_HEADER, scenes: in
     Scenes (some after a cut) with 1 to 3 keyframes at intervals of 1 to 3, every latent
     codec, raw and entropy coding, metadata and an unknown ignorable unit.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     sink = io.BytesIO()
     with StreamWriter(sink, header, write_index=index) as writer:
         writer.write(Metadata((("encoder", "libpromptus fuzzing"), ("seed", f"{seed} ✓"))))
-        if rng.random() < 0.5:
+        if rng.random_sample() < 0.5:
             writer.write(UnknownUnit(100, rng.bytes(3)))
         frame = 0
         for number in range(scenes):
-            if number and rng.random() < 0.5:
+            if number and rng.random_sample() < 0.5:
                 writer.write(SceneCut(frame))
-            codec, coding = LatentCodec(int(rng.integers(3))), Coding(int(rng.integers(2)))
-            writer.write(_scene_start(rng, header, frame, codec, coding))
-            rank = int(rng.integers(1, min(header.cond_tokens, header.cond_dim) + 1))
-            for k in range(int(rng.integers(1, 4))):
-                frame += int(rng.integers(1, 4)) if k else 0
-                writer.write(_keyframe(rng, header, frame, rank, Coding(int(rng.integers(2)))))
+            codec, coding = LatentCodec(rng.randint(3)), Coding(rng.randint(2))
+            writer.write(seeded.scene_start(rng, header, frame, codec=codec, coding=coding))
+            rank = rng.randint(1, min(header.cond_tokens, header.cond_dim) + 1)
+            for k in range(rng.randint(1, 4)):
+                frame += rng.randint(1, 4) if k else 0
+                writer.write(seeded.keyframe(rng, header, frame, rank, coding=Coding(rng.randint(2)),
+                                             kind=seeded.SHAPES[rng.randint(3)]))
             frame += 1
     return sink.getvalue()
 

@@ -6,6 +6,7 @@ numpy keeps frozen across versions (NEP 19): the same seeds give the same bytes.
 8-bit symbols come in three shapes, so that the reference encoder picks each
 `coded_symbols()` model of SPEC.md §9: peaked like a Laplace distribution (LAPLACE),
 bell-shaped (GAUSSIAN) or uniform (STORED, since nothing codes uniform bytes smaller).
+The fuzz seed corpus (`fuzzing.seeded_stream`) and the tests' streams use the same units.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from importlib import resources
 import numpy as np
 
 from ..bitstream import Coding, Keyframe, LatentCodec, SceneStart, SequenceHeader
-from ..process.profiles import TINY
+from ..process.profiles import TINY, GeneratorProfile
 
 SHAPES = ("laplace", "gaussian", "uniform")
 #: The standard deviation of `symbols` of each shape with the default spread of 6.
@@ -29,10 +30,11 @@ def tiny_model_hash() -> bytes:
     return bytes.fromhex(json.loads(manifest)["identity"])
 
 
-def tiny_header(width: int, height: int, **changes) -> SequenceHeader:
-    """A sequence header for the tiny model at `width` x `height`, 30 fps, pinned weights."""
-    header = TINY.sequence_header(width=width, height=height, fps_num=30, fps_den=1, frame_count=0,
-                                  model_hash=tiny_model_hash())
+def tiny_header(width: int, height: int, *, profile: GeneratorProfile = TINY, **changes) -> SequenceHeader:
+    """A sequence header for `profile` (the tiny model) at `width` x `height`, 30 fps, the
+    tiny model's pinned weights; `changes` replace any field."""
+    header = profile.sequence_header(width=width, height=height, fps_num=30, fps_den=1, frame_count=0,
+                                     model_hash=tiny_model_hash())
     return dataclasses.replace(header, **changes)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import pytest
-
 from libpromptus.bitstream import (
     Coding,
     EndOfStream,
@@ -24,8 +23,6 @@ from libpromptus.bitstream import (
     Keyframe,
     LatentCodec,
     Metadata,
-    NoiseAlgorithm,
-    PredictionType,
     SceneCut,
     SceneStart,
     SequenceHeader,
@@ -34,8 +31,11 @@ from libpromptus.bitstream import (
     UnknownUnit,
 )
 from libpromptus.bitstream.framing import SIGNATURE
-from libpromptus.bitstream.leb128 import encode_leb128
-from libpromptus.bitstream.syntax import encode_payload
+from libpromptus.conformance import seeded
+from libpromptus.conformance.assemble import frame
+from libpromptus.conformance.seeded import f32  # noqa: F401  (tests import it from here)
+
+from libpromptus.process.profiles import SD_TURBO
 
 # ---------------------------------------------------------------- official reference data
 
@@ -55,32 +55,8 @@ def official() -> Path:
 # ---------------------------------------------------------------- the tiny header
 
 
-def f32(value: float) -> float:
-    """`value` rounded to binary32, as a Python float (what the stream stores)."""
-    return float(np.float32(value))
-
-
-TINY_HEADER = SequenceHeader(
-    model_name="tiny-test",
-    model_hash=bytes(range(32)),
-    width=16,
-    height=16,
-    fps_num=30,
-    fps_den=1,
-    frame_count=0,
-    latent_channels=4,
-    latent_downsampling=8,
-    size_multiple=8,
-    cond_tokens=5,
-    cond_dim=7,
-    noise_algorithm=NoiseAlgorithm.MT19937_POLAR,
-    noise_seed=88,
-    prev_weight=f32(0.05),
-    noise_weight=f32(0.95),
-    timestep=999,
-    alpha_bar=f32(0.0046601),
-    prediction_type=PredictionType.EPSILON,
-)
+TINY_HEADER = seeded.tiny_header(16, 16, profile=SD_TURBO, model_name="tiny-test", model_hash=bytes(range(32)),
+                                  size_multiple=8, cond_tokens=5, cond_dim=7)
 MAX_TINY_RANK = min(TINY_HEADER.cond_tokens, TINY_HEADER.cond_dim)   # 5
 
 
@@ -88,41 +64,19 @@ def tiny_header(**changes) -> SequenceHeader:
     return dataclasses.replace(TINY_HEADER, **changes)
 
 
-# ---------------------------------------------------------------- unit factories
-
-
-def _symbols(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 symbols: sometimes peaked (the entropy models win), sometimes uniform (stored)."""
-    if rng.random() < 0.3:
-        return rng.integers(0, 256, size=shape, dtype=np.uint8)
-    centre = rng.integers(40, 216)
-    spread = rng.uniform(0.5, 12.0)
-    return np.clip(np.rint(rng.normal(centre, spread, size=shape)), 0, 255).astype(np.uint8)
+# ---------------------------------------------------------------- unit factories (conformance/seeded.py's)
 
 
 def make_keyframe(frame_index: int, rank: int, coding: Coding = Coding.RAW, *, seed: int = 0,
                   header: SequenceHeader = TINY_HEADER) -> Keyframe:
-    rng = np.random.default_rng([seed, frame_index, rank])
-    return Keyframe(
-        frame_index=frame_index, coding=coding,
-        u=_symbols(rng, (header.cond_tokens, rank)), v=_symbols(rng, (rank, header.cond_dim)),
-        u_scale=f32(rng.uniform(1e-3, 1.0)), u_zero_point=int(rng.integers(0, 256)),
-        v_scale=f32(rng.uniform(1e-3, 1.0)), v_zero_point=int(rng.integers(0, 256)),
-    )
+    rng = np.random.RandomState([seed, frame_index, rank])
+    return seeded.keyframe(rng, header, frame_index, rank, coding=coding, kind=seeded.SHAPES[rng.randint(3)])
 
 
 def make_scene_start(first_frame: int, codec: LatentCodec = LatentCodec.F32, coding: Coding = Coding.RAW, *,
                      seed: int = 0, header: SequenceHeader = TINY_HEADER) -> SceneStart:
-    rng = np.random.default_rng([seed, first_frame, int(codec), 7])
-    shape = header.latent_shape
-    if codec == LatentCodec.Q8:
-        latent = _symbols(rng, shape)
-        scales = tuple(f32(s) for s in rng.uniform(1e-3, 0.1, size=shape[0]))
-        zeros = tuple(int(z) for z in rng.integers(0, 256, size=shape[0]))
-        return SceneStart(first_frame, codec, coding, latent, scales, zeros)
-    dtype = np.float32 if codec == LatentCodec.F32 else np.float16
-    latent = (rng.standard_normal(shape) * 3).astype(dtype)
-    return SceneStart(first_frame, codec, coding, latent)
+    rng = np.random.RandomState([seed, first_frame, int(codec), 7])
+    return seeded.scene_start(rng, header, first_frame, codec=codec, coding=coding)
 
 
 # ---------------------------------------------------------------- stream descriptions
@@ -245,13 +199,6 @@ def small_stream() -> Built:
 
 # ---------------------------------------------------------------- hand-framed streams
 
-_TYPES = {
-    SequenceHeader: UnitType.SEQUENCE_HEADER, SceneStart: UnitType.SCENE_START, SceneCut: UnitType.SCENE_CUT,
-    Keyframe: UnitType.KEYFRAME, Metadata: UnitType.METADATA, Index: UnitType.INDEX,
-    EndOfStream: UnitType.END_OF_STREAM,
-}
-
-
 def crc32c_le(data: bytes) -> bytes:
     return struct.pack("<I", google_crc32c.value(data))
 
@@ -260,19 +207,6 @@ def frame_raw(header_byte: int, size_bytes: bytes, payload: bytes) -> bytes:
     """A unit with an arbitrary header byte and size coding, and a correct CRC-32C."""
     head = bytes((header_byte,)) + size_bytes + payload
     return head + crc32c_le(head)
-
-
-def frame(unit, *, may_ignore: bool | None = None, extra: bytes = b"") -> bytes:
-    """Frame a unit without any validation (for crafting invalid streams)."""
-    if isinstance(unit, UnknownUnit):
-        kind, payload = unit.unit_type, unit.payload
-        flag = True if may_ignore is None else may_ignore
-    else:
-        kind = _TYPES[type(unit)]
-        payload = encode_payload(unit)
-        flag = kind in (UnitType.METADATA, UnitType.INDEX) if may_ignore is None else may_ignore
-    payload += extra
-    return frame_raw((0x80 if flag else 0) | kind, encode_leb128(len(payload)), payload)
 
 
 def prefix(major: int = 1, minor: int = 0) -> bytes:

@@ -7,7 +7,6 @@ whole decode costs a fraction of a second on a CPU.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +22,13 @@ from libpromptus.bitstream import (
     SequenceHeader,
     StreamWriter,
 )
+from libpromptus.conformance import seeded
+from libpromptus.conformance.seeded import f32  # noqa: F401  (tests import it from here)
 
 from libpromptus.process.profiles import SD_TURBO, TINY, GeneratorProfile
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/reference/promptus-official"
 OFFICIAL_REASON = f"the official Promptus reference data is not at {OFFICIAL}"
-
-
-def f32(value: float) -> float:
-    """`value` rounded to binary32, as a Python float."""
-    return float(np.float32(value))
 
 
 @dataclass(frozen=True)
@@ -65,38 +61,6 @@ class Synthetic:
         return path
 
 
-def header_for(width: int, height: int, *, profile: GeneratorProfile = TINY, frame_count: int = 0,
-               fps_num: int = 30, fps_den: int = 1, **changes) -> SequenceHeader:
-    header = profile.sequence_header(width=width, height=height, fps_num=fps_num, fps_den=fps_den,
-                                     frame_count=frame_count)
-    return dataclasses.replace(header, **changes) if changes else header
-
-
-def scene_start(header: SequenceHeader, first_frame: int, codec: LatentCodec, coding: Coding,
-                rng: np.random.RandomState) -> SceneStart:
-    """A first-frame latent of roughly SD-latent magnitude (std about 1)."""
-    shape = header.latent_shape
-    if codec == LatentCodec.Q8:
-        q = rng.randint(0, 256, size=shape).astype(np.uint8)
-        scales = tuple(f32(s) for s in rng.uniform(0.01, 0.03, size=shape[0]))
-        zeros = tuple(int(z) for z in rng.randint(100, 156, size=shape[0]))
-        return SceneStart(first_frame, codec, coding, q, scales, zeros)
-    dtype = np.float32 if codec == LatentCodec.F32 else np.float16
-    return SceneStart(first_frame, codec, coding, rng.randn(*shape).astype(dtype))
-
-
-def keyframe(header: SequenceHeader, frame_index: int, rank: int, coding: Coding,
-             rng: np.random.RandomState) -> Keyframe:
-    """8-bit factors whose composed conditioning has a standard deviation near 1."""
-    return Keyframe(
-        frame_index=frame_index, coding=coding,
-        u=rng.randint(0, 256, size=(header.cond_tokens, rank)).astype(np.uint8),
-        v=rng.randint(0, 256, size=(rank, header.cond_dim)).astype(np.uint8),
-        u_scale=f32(rng.uniform(0.008, 0.02)), u_zero_point=int(rng.randint(90, 166)),
-        v_scale=f32(rng.uniform(0.008, 0.02)), v_zero_point=int(rng.randint(90, 166)),
-    )
-
-
 def make_stream(header: SequenceHeader, scenes: tuple[SceneDef, ...], *, seed: int = 0,
                 metadata: tuple[tuple[str, str], ...] | None = (("encoder", "decoder tests"),),
                 index: bool = True) -> Synthetic:
@@ -112,12 +76,12 @@ def make_stream(header: SequenceHeader, scenes: tuple[SceneDef, ...], *, seed: i
             first = scene.keyframes[0]
             if scene.cut and number > 0:
                 writer.write(SceneCut(first))
-            start = scene_start(header, first, scene.codec, scene.coding, rng)
+            start = seeded.scene_start(rng, header, first, codec=scene.codec, coding=scene.coding)
             writer.write(start)
             starts.append(start)
             keyframes.append([])
             for frame_index in scene.keyframes:
-                unit = keyframe(header, frame_index, scene.rank, scene.coding, rng)
+                unit = seeded.keyframe(rng, header, frame_index, scene.rank, coding=scene.coding, kind="uniform")
                 writer.write(unit)
                 keyframes[-1].append(unit)
     return Synthetic(sink.getvalue(), header, starts, keyframes, scenes)
@@ -127,7 +91,8 @@ def tiny_stream(width: int, height: int, scenes: tuple[SceneDef, ...], *, seed: 
                 profile: GeneratorProfile = TINY, **header_changes) -> Synthetic:
     """A stream for `profile` (default tiny) with the frame count declared or 0."""
     frame_count = scenes[-1].keyframes[-1] + 1 if declare else 0
-    header = header_for(width, height, profile=profile, frame_count=frame_count, **header_changes)
+    header = seeded.tiny_header(width, height, profile=profile, model_hash=bytes(32), frame_count=frame_count,
+                                **header_changes)
     return make_stream(header, scenes, seed=seed)
 
 
