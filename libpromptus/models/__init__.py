@@ -1,4 +1,4 @@
-"""The generator models, loaded offline: `load_generator("sd-turbo" | "tiny" | PATH)`.
+"""The generator models, loaded offline: `load_generator("sd-turbo" | "tiny" | "sd-turbo-random" | PATH)`.
 
 ```python
 from libpromptus.models import load_generator
@@ -10,7 +10,9 @@ generator.identity()                    # SPEC.md §7 model hash, 32 bytes
 
 Nothing is ever downloaded. `sd-turbo` is looked for in an explicit path, then in
 `$PROMPTUS_MODEL_DIR` (default `~/.cache/libpromptus/models`), then in the Hugging Face
-cache (see `locations`); `tiny`, the project's test model, ships in the package.
+cache (see `locations`); `tiny`, the project's test model, ships in the package;
+`sd-turbo-random`, SD-Turbo's architecture with seeded random weights (its streams name
+`sd-turbo`), is built in memory (see `random_weights`).
 `load_latent_encoder` gives the encoder of first-frame latents (SD VAE or TAESD).
 """
 from .identity import model_identity

@@ -6,7 +6,8 @@ Two kinds, as in the official code and its faster alternative:
   `scaling_factor` (0.18215 for SD 2.x), what the official `init.pth` holds;
 - `taesd`: TAESD's encoder (`AutoencoderTiny`), which approximates the scaled latent
   directly, much faster.
-`sd-turbo` uses `vae` by default; `tiny` has only its own AutoencoderTiny (`taesd`).
+`sd-turbo` uses `vae` by default; `tiny` has only its own AutoencoderTiny (`taesd`), and
+`sd-turbo-random` only the encoder half of its seeded random TAESD (`random_weights`).
 Like the generators, they load offline only.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from .loading import MANIFEST, _from_pretrained, load_decoder, verify_manifest
 from .locations import (
+    RANDOM_MODELS,
     SD_TURBO_REPO,
     TINY_DIR,
     ModelNotFoundError,
@@ -29,9 +31,10 @@ from .locations import (
     model_dir,
     resolve_model,
 )
+from .random_weights import random_taesd
 
 ENCODER_KINDS = ("vae", "taesd")
-DEFAULT_KIND = {"sd-turbo": "vae", "tiny": "taesd"}
+DEFAULT_KIND = {"sd-turbo": "vae", "sd-turbo-random": "taesd", "tiny": "taesd"}
 
 
 @dataclass
@@ -64,6 +67,10 @@ def load_latent_encoder(spec: str | Path | None = None, kind: str | None = None)
     kind = kind or DEFAULT_KIND.get(name, "vae")
     if kind not in ENCODER_KINDS:
         raise ValueError(f"latent encoder {kind!r}: choose vae or taesd")
+    if name in RANDOM_MODELS:
+        if kind != "taesd":
+            raise ModelNotFoundError(f"model {name} has no SD VAE: its latent encoder is its random TAESD's (taesd)")
+        return LatentEncoder("taesd", random_taesd(name), 1.0)
     if name == "tiny":
         if kind != "taesd":
             raise ModelNotFoundError("model tiny has no SD VAE: its latent encoder is its own AutoencoderTiny (taesd)")

@@ -9,7 +9,8 @@ is not on disk raises `ModelNotFoundError` with a one-line explanation.
 Loaded models are float32 on the CPU, in eval mode, with `requires_grad` off; callers
 move them (`Generator.to`). Every load is checked to be complete: a checkpoint with
 missing, extra or misshaped weights is refused (diffusers itself only warns and leaves
-missing weights uninitialised).
+missing weights uninitialised). `sd-turbo-random` is not loaded but built, from seeds
+(`random_weights`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from diffusers.utils import is_accelerate_available
 from ..process.profiles import PROFILES, GeneratorProfile
 from .identity import model_identity
 from .locations import (
+    RANDOM_MODELS,
     SD_TURBO_FILE,
     SD_TURBO_UNET_CONFIG,
     TAESD_CONFIG,
@@ -104,6 +106,10 @@ def load_generator(spec: str | Path | None = None) -> Generator:
         return load_path(TINY_DIR, expect="tiny")
     if target == "sd-turbo":
         return _load_sd_turbo()
+    if target in RANDOM_MODELS:
+        from .random_weights import load_random
+
+        return load_random(target)
     raise ModelNotFoundError(f"model {target} has no loader (registered: {', '.join(registered_models())})")
 
 

@@ -13,7 +13,9 @@ network. `sd-turbo` is searched, first match wins, in
    `~/.cache/huggingface/hub`): snapshots of stabilityai/sd-turbo and madebyollin/taesd
    that are already there.
 
-The `tiny` test model ships inside the package (`libpromptus/models/tiny/`).
+The `tiny` test model ships inside the package (`libpromptus/models/tiny/`), and
+`sd-turbo-random` (SD-Turbo's architecture with seeded random weights) is built in
+memory: neither reads anything but the package.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ TAESD_CONFIG = CONFIG_DIR / "taesd.json"
 TINY_DIR = PACKAGE_DIR / "tiny"
 
 DEFAULT_MODEL = "sd-turbo"
+#: Registered models whose weights are seeded random numbers, built in memory (never on
+#: disk, never downloaded), by the profile they have: CI and the benchmarks run SD-Turbo's
+#: architecture through them where its weights are absent.
+RANDOM_MODELS: dict[str, str] = {"sd-turbo-random": "sd-turbo"}
 SD_TURBO_REPO = "stabilityai/sd-turbo"
 TAESD_REPO = "madebyollin/taesd"
 SD_TURBO_FILE = "sd_turbo.safetensors"
@@ -55,7 +61,7 @@ class ModelNotFoundError(ValueError):
 
 
 def registered_models() -> tuple[str, ...]:
-    return tuple(PROFILES)
+    return (*PROFILES, *RANDOM_MODELS)
 
 
 def model_dir() -> Path:
@@ -95,11 +101,12 @@ def resolve_model(spec: str | os.PathLike | None) -> str | Path:
     """A registered model name or the path of a model.
 
     `spec` None means `$PROMPTUS_MODEL`, else "sd-turbo". A registered name (Annex A;
-    `tiny`) wins over a same-named relative path (write `./tiny` for the folder).
+    `tiny`, `sd-turbo-random`) wins over a same-named relative path (write `./tiny` for
+    the folder).
     """
     if spec is None or spec == "":
         spec = os.environ.get("PROMPTUS_MODEL") or DEFAULT_MODEL
-    if isinstance(spec, str) and spec in PROFILES:
+    if isinstance(spec, str) and spec in registered_models():
         return spec
     path = Path(spec).expanduser()
     if path.exists():
