@@ -1,44 +1,33 @@
-"""Error concealment: `pmtdec --conceal`, `libpromptus.bitstream.concealment`, `bitstream.salvage`.
+"""Error concealment reports (no model): `libpromptus.bitstream.concealment` and
+`bitstream.salvage` on the tiny stream of conceal_helpers.py with damaged units: which
+frames are concealed and how (interpolated across, repeated, held, continued from a
+latent), notes for units that carry no frames, what cannot be concealed, and
+resynchronisation after lost bytes within its budget.
 
-One stream for the tiny model, 20 frames 64x64 built from seeded factors and latents
-(tests/decoding_helpers.py; benchmarks/concealment.py measures the same on a stream the
-encoder made): rank 2, scene 0 with keyframes 0, 4, 8, 9 and, after a scene cut unit,
-scene 1 with keyframes 10, 14, 18, 19; a metadata unit, an index. Unless a test says
-otherwise, damage is one flipped byte in a unit's payload: its CRC-32C fails, its size
-field survives. The report tests need no model; the frame tests decode in this process;
-the pmtdec runs are started together by one module fixture (two at a time).
+Garbage after and between streams is in test_conceal_garbage.py; decoding concealed
+streams (frames, pmtdec --conceal, the API) in test_conceal_decoding.py.
 """
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import conceal_helpers
 import numpy as np
 import pytest
-from decoding_helpers import RecordingEngine, SceneDef, tiny_stream
+from conceal_helpers import FRAMES, LAYOUT, concealed, damage, flip, layout
+from decoding_helpers import SceneDef, tiny_stream
 from libpromptus.bitstream import (
     EndOfStream,
     InvalidDataError,
     Keyframe,
     LatentCodec,
-    SceneCut,
     SceneStart,
     read_streams,
     read_units,
 )
-from libpromptus.bitstream.concealment import (
-    Concealment,
-    LostSceneStart,
-    read_concealed,
-)
-from libpromptus.bitstream.framing import SIGNATURE
-from libpromptus.bitstream.salvage import LostBytes, StreamPrefix, salvage
+from libpromptus.bitstream.concealment import Concealment, LostSceneStart
+from libpromptus.bitstream.salvage import LostBytes, salvage
 
-from libpromptus.process.noise import noise_tensor
 from libpromptus.process.prompts import (
     compose,
     frame_conditioning,
@@ -47,55 +36,8 @@ from libpromptus.process.prompts import (
     keyframe_factors,
 )
 
-FRAMES, SIZE = 20, 64
-SCENES = (SceneDef((0, 4, 8, 9), codec=LatentCodec.Q8), SceneDef((10, 14, 18, 19), codec=LatentCodec.Q8, cut=True))
-LAYOUT = [[0, 4, 8, 9], [10, 14, 18, 19]]
-
-
-# ---------------------------------------------------------------- the stream and its damage
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("conceal")
-
-
-@pytest.fixture(scope="module")
-def clean(workdir) -> bytes:
-    return tiny_stream(SIZE, SIZE, SCENES, seed=7).write(workdir / "clean.pmt").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def offsets(clean) -> dict:
-    """Byte offset of each unit: ("keyframe", 14), ("scene_start", 10), ("metadata", None), ..."""
-    names = {SceneStart: "scene_start", Keyframe: "keyframe", SceneCut: "scene_cut"}
-    out = {}
-    for item in read_units(io.BytesIO(clean)):
-        unit = item.unit
-        name = names.get(type(unit), type(unit).__name__.lower())
-        out[(name, getattr(unit, "frame_index", getattr(unit, "first_frame", None)))] = item.offset
-    return out
-
-
-def flip(data: bytes, offset: int, mask: int = 0x55) -> bytes:
-    """`data` with the byte at `offset` changed."""
-    out = bytearray(data)
-    out[offset] ^= mask
-    return bytes(out)
-
-
-def damage(clean: bytes, offsets: dict, unit: tuple) -> bytes:
-    """The stream with byte 6 of `unit` flipped: past its header and size (a payload byte, or
-    for the 10-byte scene cut unit a CRC byte)."""
-    return flip(clean, offsets[unit] + 6)
-
-
-def concealed(data: bytes):
-    return read_concealed(io.BytesIO(data))
-
-
-def layout(streams) -> list[list[int]]:
-    return [[k.unit.frame_index for k in scene.keyframes] for stream in streams for scene in stream.scenes]
+# the module fixtures of conceal_helpers: the clean stream, its units' offsets, a work directory
+clean, offsets, workdir = conceal_helpers.clean, conceal_helpers.offsets, conceal_helpers.workdir
 
 
 # ---------------------------------------------------------------- reports (no model)
@@ -318,324 +260,3 @@ def test_a_resynchronisation_scan_gives_up_after_its_budget(monkeypatch):
     monkeypatch.setattr(salvage_module, "SCAN_BUDGET", 1000)
     found = list(salvage(data))
     assert found[-1] == LostBytes(start, len(data) - start, "crc_mismatch", None)
-
-
-# ---------------------------------------------------------------- garbage after and between streams (no model)
-
-#: Bytes that are not a stream, put after the stream's end-of-stream unit: the stream's own
-#: last 200 bytes (index and end-of-stream units), random bytes, and partial signatures.
-GARBAGE = {
-    "own-tail": lambda clean: clean[-200:],
-    "random": lambda clean: bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8)),
-    "cut-signature-first": lambda clean: SIGNATURE[:7] + bytes(20),
-    "cut-signatures-inside": lambda clean: b"junk" + SIGNATURE[:4] + b"more" + SIGNATURE[:7],
-}
-
-
-def unit_table(streams) -> list[list[tuple[int, int, int, int]]]:
-    """Every unit of every stream as (stream, offset in its stream, size, type): what garbage must not change."""
-    return [[(u.stream, u.stream_offset, u.size, u.unit_type) for u in s.units] for s in streams]
-
-
-def assert_same_streams(got, want) -> None:
-    """`got` holds exactly `want`'s streams: frame counts, units and every frame's conditioning."""
-    assert [(s.first_frame, s.frame_count) for s in got] == [(s.first_frame, s.frame_count) for s in want]
-    assert unit_table(got) == unit_table(want)
-    assert layout(got) == layout(want)
-    for (f, a), (g, b) in zip(frame_conditioning(got), frame_conditioning(want), strict=True):
-        assert f == g and np.array_equal(a, b), f
-
-
-def skipped(first: int, size: int, stream: int = 0) -> str:
-    return f"bytes {first}..{first + size - 1} after the end of stream {stream} are not a stream: skipped"
-
-
-@pytest.mark.parametrize("kind", GARBAGE)
-def test_garbage_after_the_last_stream_is_skipped_with_a_note(clean, kind):
-    garbage = GARBAGE[kind](clean)
-    streams, report = concealed(clean + garbage)
-    assert_same_streams(streams, read_streams(io.BytesIO(clean)))
-    assert report.concealed == () and report.frames == ()
-    assert report.notes == (skipped(len(clean), len(garbage)),)
-
-
-def test_the_own_tail_note_names_the_exact_range(clean):
-    assert len(clean) == 18674
-    assert concealed(clean + clean[-200:]).report.notes == \
-        ("bytes 18674..18873 after the end of stream 0 are not a stream: skipped",)
-
-
-@pytest.mark.parametrize("kind", GARBAGE)
-def test_garbage_between_concatenated_streams_is_skipped_to_the_next_signature(clean, kind):
-    garbage = GARBAGE[kind](clean)
-    data = clean + garbage + clean
-    pieces = list(salvage(data))
-    assert [p.offset for p in pieces if isinstance(p, StreamPrefix)] == [0, len(clean) + len(garbage)]
-    assert [p for p in pieces if isinstance(p, LostBytes)] == [LostBytes(len(clean), len(garbage), "bad_signature",
-                                                                         None)]
-    streams, report = concealed(data)
-    assert_same_streams(streams, read_streams(io.BytesIO(clean + clean)))
-    assert [s.first_frame for s in streams] == [0, FRAMES]
-    assert report.concealed == () and report.notes == (skipped(len(clean), len(garbage)),)
-
-
-@pytest.mark.parametrize("kind", GARBAGE)
-@pytest.mark.parametrize("between", [False, True])
-def test_the_strict_reader_still_refuses_garbage_after_a_stream(clean, kind, between):
-    data = clean + GARBAGE[kind](clean) + (clean if between else b"")
-    with pytest.raises(InvalidDataError) as err:
-        read_streams(io.BytesIO(data))
-    assert (err.value.code, err.value.offset) == ("bad_signature", len(clean))
-
-
-def test_garbage_after_damage_elsewhere_is_skipped_too(clean, offsets):
-    """A lost keyframe and trailing garbage: the strict reader stops at the keyframe (crc_mismatch),
-    concealment interpolates across it and skips the garbage."""
-    data = damage(clean, offsets, ("keyframe", 14)) + clean[-200:]
-    streams, report = concealed(data)
-    assert report.frames == tuple(range(11, 19))
-    assert report.notes == (skipped(len(clean), 200),)
-    assert streams[0].frame_count == FRAMES
-
-
-def test_garbage_after_the_second_stream_names_that_stream(clean):
-    streams, report = concealed(clean + clean + b"junk")
-    assert [s.frame_count for s in streams] == [FRAMES, FRAMES]
-    assert report.notes == (skipped(2 * len(clean), 4, stream=1),)
-
-
-def test_a_cut_off_signature_after_a_stream_is_skipped_with_its_own_note(clean):
-    streams, report = concealed(clean + SIGNATURE[:3])
-    assert [s.frame_count for s in streams] == [FRAMES]
-    assert report.notes == (f"bytes {len(clean)}..{len(clean) + 2} after the end of stream 0 are a cut-off "
-                            f"signature: skipped",)
-
-
-@pytest.mark.parametrize("data", [b"junk", b"GIF89a" + bytes(300)], ids=["short", "gif"])
-def test_a_damaged_first_signature_is_never_concealed(clean, data):
-    for damaged in (data + clean, flip(clean, 0)):
-        with pytest.raises(InvalidDataError) as err:
-            concealed(damaged)
-        assert (err.value.code, err.value.offset) == ("bad_signature", 0)
-
-
-def test_the_scan_for_the_next_signature_gives_up_after_its_budget(clean, monkeypatch):
-    """SCAN_BUDGET bytes of garbage hide the next stream: the rest of the input counts as lost."""
-    import libpromptus.bitstream.salvage as salvage_module
-
-    monkeypatch.setattr(salvage_module, "SCAN_BUDGET", 1000)
-    data = clean + bytes(1000) + clean
-    assert [p for p in salvage(data) if isinstance(p, LostBytes)] == [LostBytes(len(clean), len(data) - len(clean),
-                                                                                "bad_signature", None)]
-    streams, report = concealed(data)
-    assert [s.frame_count for s in streams] == [FRAMES]
-    assert report.notes == (skipped(len(clean), len(data) - len(clean)),)
-    data = clean + bytes(1000 - len(SIGNATURE)) + clean  # the next signature lies wholly inside the budget
-    assert [s.frame_count for s in concealed(data).streams] == [FRAMES, FRAMES]
-
-
-# ---------------------------------------------------------------- frames (the tiny model)
-
-
-@pytest.fixture(scope="module")
-def engine(clean):
-    from libpromptus.engines import create_engine
-
-    from libpromptus.models import load_generator
-
-    return create_engine("torch", load_generator("tiny"), read_streams(io.BytesIO(clean))[0].header, device="cpu")
-
-
-def decode(streams, engine, **options) -> np.ndarray:
-    from libpromptus.decoder.decoding import decode_frames
-
-    return np.stack([frame.image for frame in decode_frames(streams, engine, **options)])
-
-
-@pytest.fixture(scope="module")
-def clean_frames(clean, engine) -> np.ndarray:
-    return decode(read_streams(io.BytesIO(clean)), engine)
-
-
-def differing(a: np.ndarray, b: np.ndarray) -> list[int]:
-    return [i for i in range(len(a)) if not np.array_equal(a[i], b[i])]
-
-
-def test_frames_outside_the_concealed_chain_are_bit_identical(clean, offsets, engine, clean_frames):
-    """Keyframe 14 lost: frames 0..10 are the clean decode's; 11..18 (concealed) and 19
-    (whose input latent is frame 18's) differ."""
-    streams, report = concealed(damage(clean, offsets, ("keyframe", 14)))
-    frames = decode(streams, engine)
-    assert frames.shape == clean_frames.shape
-    assert differing(frames, clean_frames) == list(range(11, 20))
-    assert [*report.concealed[0].frames, *report.concealed[0].follow] == list(range(11, 20))
-
-
-def test_an_end_of_scene_loss_changes_only_that_frame(clean, offsets, engine, clean_frames):
-    streams, _ = concealed(damage(clean, offsets, ("keyframe", 9)))
-    assert differing(decode(streams, engine), clean_frames) == [9]
-
-
-def test_a_lost_scene_start_generates_from_the_previous_scenes_last_latent(clean, offsets, engine, clean_frames):
-    streams, _ = concealed(damage(clean, offsets, ("scene_start", 10)))
-    recorder = RecordingEngine(engine)
-    frames = decode(streams, recorder)
-    assert differing(frames, clean_frames) == list(range(10, 20))
-    header = streams[0].header
-    # Calls in order: frame 0; 1..4; 5..8; 9; then the scene's first frame 10, alone.
-    generated = recorder.rows("generated")
-    frame_9, frame_10_input = generated[9], recorder.rows("latents")[10]
-    noise = noise_tensor(header)[0]
-    assert np.array_equal(frame_10_input, np.float32(header.prev_weight) * frame_9
-                          + np.float32(header.noise_weight) * noise)
-
-
-def test_a_lost_first_scene_start_generates_from_a_zero_latent(clean, offsets, engine, clean_frames):
-    streams, _ = concealed(damage(clean, offsets, ("scene_start", 0)))
-    recorder = RecordingEngine(engine)
-    frames = decode(streams, recorder)
-    assert differing(frames, clean_frames) == list(range(10))
-    header = streams[0].header
-    assert np.array_equal(recorder.rows("latents")[0], np.float32(header.noise_weight) * noise_tensor(header)[0])
-
-
-def test_a_start_frame_after_a_lost_scene_start_still_runs_the_chain(clean, offsets, engine):
-    """Decoding from frame 12 must generate scene 0's chain first (batch 1: no reordering)."""
-    streams, _ = concealed(damage(clean, offsets, ("scene_start", 10)))
-    whole = decode(streams, engine, batch=1)
-    assert np.array_equal(decode(streams, engine, batch=1, start_frame=12), whole[12:])
-
-
-# ---------------------------------------------------------------- pmtdec
-
-
-def pmtdec(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtdec", *map(str, args)], capture_output=True,
-                          cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300, check=False)
-
-
-@pytest.fixture(scope="module")
-def runs(workdir, clean, offsets):
-    """name -> (directory, finished process); the processes run two at a time."""
-    inputs = {
-        "keyframe": damage(clean, offsets, ("keyframe", 14)),
-        "clean": clean,
-        "header": damage(clean, offsets, ("sequenceheader", None)),
-        "tail": clean + clean[-200:],
-        "between": clean + GARBAGE["cut-signatures-inside"](clean) + clean,
-    }
-    jobs = {
-        "default": ("keyframe", ["out.mkv"]),
-        "conceal": ("keyframe", ["--conceal", "-f", "rawvideo", "-"]),
-        "clean-conceal": ("clean", ["--conceal", "-f", "rawvideo", "-"]),
-        "clean-plain": ("clean", ["-f", "rawvideo", "-"]),
-        "header": ("header", ["--conceal", "out.mkv"]),
-        "tail-conceal": ("tail", ["--conceal", "-f", "rawvideo", "-"]),
-        "tail-dump": ("tail", ["--conceal", "--dump-prompts", "out.npz"]),
-        "tail-strict": ("tail", ["--dump-prompts", "out.npz"]),
-        "between-dump": ("between", ["--conceal", "--dump-prompts", "out.npz"]),
-    }
-
-    def run(name: str):
-        source, arguments = jobs[name]
-        directory = workdir / f"run-{name}"
-        directory.mkdir()
-        (directory / "in.pmt").write_bytes(inputs[source])
-        return directory, pmtdec("-i", "in.pmt", "--model", "tiny", "-nostats", *arguments, cwd=directory)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run, name) for name in jobs}
-        yield {name: future.result() for name, future in futures.items()}
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    stderr = proc.stderr.decode()
-    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
-    assert len(stderr.splitlines()) == 1, stderr
-    return stderr.splitlines()[0]
-
-
-def test_pmtdec_stops_at_a_damaged_keyframe_and_writes_nothing(runs, offsets):
-    directory, proc = runs["default"]
-    assert error_line(proc) == (f"pmtdec: error: invalid data: crc_mismatch: unit CRC-32C mismatch (unit type 4) at "
-                                f"byte {offsets[('keyframe', 14)]}")
-    assert sorted(p.name for p in directory.iterdir()) == ["in.pmt"]
-
-
-def test_pmtdec_conceal_decodes_every_frame_and_names_the_concealed_ones(runs, offsets, clean, engine):
-    _, proc = runs["conceal"]
-    assert proc.returncode == 0, proc.stderr.decode()
-    lines = proc.stderr.decode().splitlines()
-    assert f"pmtdec: concealed frames 11..18 (keyframe lost: crc_mismatch at byte {offsets[('keyframe', 14)]}); " \
-           f"frame 19 follows from them" in lines
-    frames = np.frombuffer(proc.stdout, dtype=np.uint8).reshape(FRAMES, SIZE, SIZE, 3)
-    streams, _ = concealed(damage(clean, offsets, ("keyframe", 14)))
-    assert np.array_equal(frames, decode(streams, engine))
-
-
-def test_pmtdec_conceal_on_a_clean_stream_changes_nothing(runs):
-    (_, with_conceal), (_, plain) = runs["clean-conceal"], runs["clean-plain"]
-    assert with_conceal.returncode == 0 and plain.returncode == 0
-    assert len(plain.stdout) == FRAMES * SIZE * SIZE * 3
-    assert with_conceal.stdout == plain.stdout
-    assert "conceal" not in with_conceal.stderr.decode()
-
-
-def test_pmtdec_conceal_refuses_a_damaged_sequence_header(runs):
-    directory, proc = runs["header"]
-    assert error_line(proc) == ("pmtdec: error: invalid data: crc_mismatch: the sequence header is damaged: the "
-                                "stream cannot be decoded at byte 10")
-    assert sorted(p.name for p in directory.iterdir()) == ["in.pmt"]
-
-
-def test_the_api_reports_concealment(workdir, clean, offsets):
-    import libpromptus as pmt
-
-    path = workdir / "api-damaged.pmt"
-    path.write_bytes(damage(clean, offsets, ("keyframe", 14)))
-    with pytest.raises(InvalidDataError):
-        pmt.open(path)
-    with pmt.open(path, conceal=True) as container:
-        assert container.concealment.frames == tuple(range(11, 19))
-        assert container.info.frame_count == FRAMES
-    assert pmt.open(workdir / "clean.pmt", conceal=True).concealment.damaged is False
-    assert pmt.open(workdir / "clean.pmt").concealment is None
-
-
-TAIL_NOTE = "pmtdec: bytes 18674..18873 after the end of stream 0 are not a stream: skipped"
-
-
-def test_pmtdec_conceal_decodes_every_frame_before_trailing_garbage(runs):
-    _, proc = runs["tail-conceal"]
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert TAIL_NOTE in proc.stderr.decode().splitlines()
-    assert "conceal" not in proc.stderr.decode()
-    assert len(proc.stdout) == FRAMES * SIZE * SIZE * 3
-    assert proc.stdout == runs["clean-plain"][1].stdout
-
-
-def dumped_prompts(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(directory / "out.npz") as dump:
-        return dump["frame_index"], dump["prompts"]
-
-
-@pytest.mark.parametrize(("name", "intact", "note"), [
-    ("tail-dump", 1, TAIL_NOTE),
-    ("between-dump", 2, f"pmtdec: {skipped(18674, len(GARBAGE['cut-signatures-inside'](b'')))}"),
-])
-def test_pmtdec_conceal_dumps_the_prompts_of_every_intact_stream(runs, clean, name, intact, note):
-    directory, proc = runs[name]
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stderr.decode().splitlines() == [note, f"pmtdec: wrote the conditioning of {intact * FRAMES} frames "
-                                                       f"to out.npz"]
-    frame_index, prompts = dumped_prompts(directory)
-    assert frame_index.tolist() == list(range(intact * FRAMES))
-    want = np.stack([c for _, c in frame_conditioning(read_streams(io.BytesIO(clean * intact)))])
-    assert np.array_equal(prompts, want)
-
-
-def test_pmtdec_without_conceal_refuses_trailing_garbage(runs):
-    directory, proc = runs["tail-strict"]
-    assert error_line(proc) == ("pmtdec: error: invalid data: bad_signature: not a .pmt stream (signature mismatch) "
-                                "at byte 18674")
-    assert sorted(p.name for p in directory.iterdir()) == ["in.pmt"]
