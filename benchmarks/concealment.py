@@ -39,11 +39,11 @@ from libpromptus.bitstream.concealment import read_concealed
 from libpromptus.engines import create_engine
 
 from libpromptus.decoder.decoding import decode_frames
-from libpromptus.encoder.encoder import psnr
 from libpromptus.encoder.ratecontrol import parse_bitrate
 from libpromptus.io.samples import write_sample
 from libpromptus.io.video_input import open_video
 from libpromptus.models import load_generator
+from libpromptus.process.quality import psnr
 
 
 def decode(streams, engine) -> np.ndarray:
@@ -135,7 +135,7 @@ def main() -> None:
         source_path, stream_path = args.source, args.stream
         encode_seconds = None
         if stream_path is None:
-            from libpromptus.api import encode
+            from libpromptus import encode
 
             source_path, stream_path = Path(tmp) / "sample.y4m", Path(tmp) / "sample.pmt"
             write_sample(str(source_path), args.frames, args.size, args.size)

@@ -31,7 +31,7 @@ from libpromptus.bitstream import (
 )
 from libpromptus.engines import create_engine
 
-from libpromptus.api import check_model
+from libpromptus.decoder.decoder import check_model
 from libpromptus.decoder.decoding import decode_frames
 from libpromptus.process.profiles import PROFILES
 

@@ -25,11 +25,11 @@ import av
 import numpy as np
 from environment import environment
 
-from libpromptus.encoder.encoder import psnr
 from libpromptus.io.samples import write_y4m
 from libpromptus.io.video_input import open_video, parse_size
 from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
+from libpromptus.process.quality import psnr
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
 

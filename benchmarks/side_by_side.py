@@ -21,8 +21,8 @@ import numpy as np
 from environment import environment
 from PIL import Image
 
-from libpromptus.encoder.encoder import psnr
 from libpromptus.io.samples import sample_frames, write_sample
+from libpromptus.process.quality import psnr
 
 DEFAULT_OUT = Path("benchmarks/results/demo_side_by_side.png")   # relative: the JSON names it as given
 

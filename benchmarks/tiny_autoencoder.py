@@ -19,10 +19,10 @@ import torch
 from environment import environment
 from PIL import Image
 
-from libpromptus.encoder.encoder import psnr
 from libpromptus.models import load_generator, load_latent_encoder
 from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
+from libpromptus.process.quality import psnr
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
 

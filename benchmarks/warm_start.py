@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from libpromptus.api import encode
+from libpromptus import encode
 from libpromptus.io.samples import write_sample
 
 

@@ -1,11 +1,13 @@
 """The one exception a malformed `.pmt` stream raises, with stable error codes.
 
 Every problem the reader finds in its input is reported as `InvalidDataError`, a
-`ValueError` carrying a machine-readable `code` (one of `ERROR_CODES`, listed with their
+`PromptusError` and `ValueError` carrying a machine-readable `code` (one of `ERROR_CODES`, listed with their
 meaning in SPEC.md, "Error codes") and a one-line human message. Conformance `.res`
 files name these codes, so they never change meaning once released.
 """
 from __future__ import annotations
+
+from ..errors import PromptusError
 
 ERROR_CODES: dict[str, str] = {
     "bad_signature": "the bytes do not start with the .pmt signature",
@@ -27,7 +29,7 @@ ERROR_CODES: dict[str, str] = {
 }
 
 
-class InvalidDataError(ValueError):
+class InvalidDataError(PromptusError, ValueError):
     """A `.pmt` input violates SPEC.md.
 
     `code` is one of `ERROR_CODES`; `offset` is the byte offset in the input where the

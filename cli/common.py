@@ -18,6 +18,7 @@ from typing import BinaryIO, NoReturn
 
 from ..bitstream import InvalidDataError
 from ..io.files import TemporaryOutput
+from ..io.pipes import is_stdin, is_stdout
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -42,6 +43,13 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                         help="how much to print on stderr (default: info)")
 
 
+def add_progress_flags(group: argparse._ActionsContainer) -> None:
+    """FFmpeg's `-progress URL` and `-nostats` (`cli.progress.Progress` serves both)."""
+    group.add_argument("-progress", default=None, metavar="URL",
+                       help="write key=value progress blocks to pipe:1, pipe:2 or a file")
+    group.add_argument("-nostats", action="store_true", help="no progress bar on a terminal")
+
+
 def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-y", dest="overwrite", action="store_const", const=True,
@@ -50,14 +58,10 @@ def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
                        help="never overwrite the output file (the default: fail if it exists)")
 
 
-def is_pipe(name: str) -> bool:
-    return name in ("-", "pipe:", "pipe:0", "pipe:1")
-
-
 @contextmanager
 def open_input(name: str) -> Iterator[BinaryIO]:
     """Open a file, or standard input for `-`/`pipe:`."""
-    if is_pipe(name):
+    if is_stdin(name):
         yield sys.stdin.buffer
         return
     with open(name, "rb") as handle:
@@ -71,7 +75,7 @@ def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
     On any failure the temporary file is removed, so no partial output is ever left
     (`libpromptus.io.files.TemporaryOutput`). `-`/`pipe:` writes to standard output instead.
     """
-    if is_pipe(name):
+    if is_stdout(name):
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return

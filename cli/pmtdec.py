@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..bitstream import read_streams
+from ..decoder.decoder import read_input
 from ..decoder.prompt_dump import write_prompt_dump
+from ..io.pipes import is_stdin, is_stdout
 from .common import (
     ArgumentParser,
     CommandError,
     add_common_flags,
     add_overwrite_flags,
+    add_progress_flags,
     atomic_output,
     open_input,
     run,
@@ -45,7 +47,7 @@ def _parser() -> ArgumentParser:
                              "the concealed frames are listed on stderr")
     model = parser.add_argument_group("model and engine")
     model.add_argument("--model", default=None, metavar="NAME|PATH",
-                       help="generator: a registered name (sd-turbo, tiny) or a path; default $PROMPTUS_MODEL, "
+                       help="generator: a registered name (sd-turbo, tiny, sd-turbo-random) or a path; default $PROMPTUS_MODEL, "
                             "else the model the stream names")
     model.add_argument("--force-model", action="store_true", help="decode even if the stream names another model")
     model.add_argument("--engine", choices=ENGINE_NAMES, default="auto", help="inference engine (default auto)")
@@ -64,9 +66,7 @@ def _parser() -> ArgumentParser:
     output.add_argument("-pix_fmt", default=None, help="pixel format of the encoder")
     output.add_argument("-f", dest="format", choices=("yuv4mpegpipe", "rawvideo"), default=None,
                         help="format on standard output: yuv4mpegpipe (default) or rawvideo (rgb24)")
-    output.add_argument("-progress", default=None, metavar="URL",
-                        help="write key=value progress blocks to pipe:1, pipe:2 or a file")
-    output.add_argument("-nostats", action="store_true", help="no progress bar on a terminal")
+    add_progress_flags(output)
     add_overwrite_flags(parser)
     add_common_flags(parser)
     return parser
@@ -81,10 +81,11 @@ def _main(argv: list[str]) -> int:
         raise CommandError("no output: give an OUTPUT video or --dump-prompts OUT.npz")
     if args.batch < 1 or args.start_frame < 0 or (args.frames is not None and args.frames < 1):
         raise CommandError("--batch and -frames:v must be at least 1, --start-frame at least 0")
-    if args.output in ("-", "pipe:", "pipe:1") and args.progress in ("pipe:1", "-"):
+    if args.output is not None and is_stdout(args.output) and args.progress is not None \
+            and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
     with open_input(args.input) as handle:
-        streams = _read_concealed(handle) if args.conceal else read_streams(handle)
+        streams, _ = read_input(handle, conceal=args.conceal)
     if args.dump_prompts is not None:
         with atomic_output(args.dump_prompts, args.overwrite) as sink:
             count = write_prompt_dump(streams, sink)
@@ -92,19 +93,6 @@ def _main(argv: list[str]) -> int:
     if args.output is not None:
         _decode_video(streams, args)
     return 0
-
-
-def _read_concealed(handle) -> list:
-    """`--conceal`: the input's streams with damage concealed; each concealment is logged as a warning."""
-    from ..bitstream.concealment import read_concealed
-
-    streams, report = read_concealed(handle)
-    log = logging.getLogger(__name__)
-    for record in report.concealed:
-        log.warning("%s", record.describe())
-    for note in report.notes:
-        log.warning("%s", note)
-    return streams
 
 
 def _verify(args) -> int:
@@ -117,7 +105,7 @@ def _verify(args) -> int:
         raise CommandError("--verify writes nothing: give no OUTPUT and no --dump-prompts")
     if args.conceal:
         raise CommandError("--verify checks how damage is reported, so it does not go with --conceal")
-    if args.input in ("-", "pipe:", "pipe:0"):
+    if is_stdin(args.input):
         raise CommandError("--verify needs a .pmt file or a folder, not standard input")
     return verify([Path(args.input)], model=args.model, engine=args.engine, device=args.device,
                   precision=args.precision)
@@ -127,25 +115,21 @@ def _decode_video(streams, args) -> None:
     from fractions import Fraction
     from pathlib import Path
 
-    from ..api import check_model, decoder_model
-    from ..decoder.decoding import decode_frames
-    from ..engines import create_engine
+    from ..decoder.decoder import Decoder
     from ..io.video_output import VideoWriter, output_format
-    from ..models import load_generator
 
     header = streams[0].header
     total = sum(s.frame_count for s in streams)
     if args.start_frame >= total:
         raise CommandError(f"--start-frame {args.start_frame}: the stream has {total} frames")
     wanted = total - args.start_frame if args.frames is None else min(args.frames, total - args.start_frame)
-    if not args.overwrite and args.output not in ("-", "pipe:", "pipe:1") and "%" not in args.output \
+    if not args.overwrite and not is_stdout(args.output) and "%" not in args.output \
             and Path(args.output).exists():
         raise CommandError(f"{args.output}: already exists (use -y to overwrite)")
-    generator = load_generator(decoder_model(args.model, header))
-    check_model(header, generator, force=args.force_model)
-    engine = create_engine(args.engine, generator, header, device=args.device, precision=args.precision)
+    decoder = Decoder(header, model=args.model, engine=args.engine, device=args.device, precision=args.precision,
+                      force_model=args.force_model)
     logging.info("decoding %d frames %dx%d with %s on %s (%s, batch %d)", wanted, header.width, header.height,
-                 generator.name, engine.device, engine.name, args.batch)
+                 decoder.generator.name, decoder.engine.device, decoder.engine.name, args.batch)
     rate = Fraction(header.fps_num, header.fps_den)
     fmt = output_format(args.output, format=args.format, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt)
     show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
@@ -157,8 +141,7 @@ def _decode_video(streams, args) -> None:
         raise
     finished = False
     try:
-        for frame in decode_frames(streams, engine, batch=args.batch, start_frame=args.start_frame,
-                                   frame_count=wanted):
+        for frame in decoder.decode(streams, batch=args.batch, start_frame=args.start_frame, frame_count=wanted):
             writer.write(frame.image)
             progress.advance()
         writer.close()
@@ -167,7 +150,7 @@ def _decode_video(streams, args) -> None:
         if not finished:
             writer.abort()
         progress.close(finished=finished)
-    logging.info("wrote %d frames to %s", writer.frames, args.output if args.output not in ("-",) else "stdout")
+    logging.info("wrote %d frames to %s", writer.frames, "stdout" if is_stdout(args.output) else args.output)
 
 
 def main(argv: list[str] | None = None) -> int:

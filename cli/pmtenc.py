@@ -12,13 +12,14 @@ from fractions import Fraction
 from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..encoder.promptus_dir import import_promptus_dir
+from ..io.pipes import is_stdin, is_stdout
 from .common import (
     ArgumentParser,
     CommandError,
     add_common_flags,
     add_overwrite_flags,
+    add_progress_flags,
     atomic_output,
-    is_pipe,
     run,
     set_log_level,
 )
@@ -68,8 +69,9 @@ def _parser() -> ArgumentParser:
                         help="8-bit symbols entropy coded (default) or stored raw")
     fitting = parser.add_argument_group("fitting")
     fitting.add_argument("--model", default=None, metavar="NAME|PATH",
-                         help="generator: sd-turbo, tiny or a path (default $PROMPTUS_MODEL or sd-turbo)")
-    fitting.add_argument("--iterations", type=int, default=None, help="iterations per keyframe (official 1500)")
+                         help="generator: sd-turbo, tiny, sd-turbo-random (SD-Turbo's architecture, random weights) "
+                              "or a path (default $PROMPTUS_MODEL or sd-turbo)")
+    fitting.add_argument("--iterations", type=int, default=None, help="iterations per keyframe (default: the model's; official 1500 for sd-turbo)")
     fitting.add_argument("--first-iterations", type=int, default=None,
                          help="iterations for a scene's first keyframe (official 10000; default --iterations if given)")
     fitting.add_argument("--perceptual", choices=("auto", "lpips", "vgg", "ms-ssim", "none"), default="auto",
@@ -92,8 +94,7 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--jobs", type=int, default=1, help="segments encoded at once (processes; default 1)")
     report = parser.add_argument_group("reporting")
     report.add_argument("--stats", metavar="FILE.jsonl", help="one JSON record per keyframe (frames, loss, PSNR)")
-    report.add_argument("-progress", default=None, metavar="URL", help="key=value progress to pipe:1, pipe:2 or a file")
-    report.add_argument("-nostats", action="store_true", help="no progress bar on a terminal")
+    add_progress_flags(report)
     add_overwrite_flags(parser)
     add_common_flags(parser)
     return parser
@@ -119,7 +120,7 @@ def _refuse_pmt_input(name: str) -> None:
     pmtenc reads no `.pmt` input (its --resume reads only its own checkpoint): a stream
     would otherwise reach PyAV, which refuses it only after seconds and 400 MB of imports.
     """
-    if is_pipe(name) or "%" in name:
+    if is_stdin(name) or "%" in name:
         return
     try:
         with open(name, "rb") as handle:
@@ -137,7 +138,7 @@ def _encode_video(args) -> int:
     from ..encoder.ratecontrol import parse_bitrate
     from ..io.video_input import parse_size
 
-    if args.output in ("-", "pipe:", "pipe:1"):
+    if is_stdout(args.output):
         raise CommandError("video encoding writes a file (the index needs the whole stream); give OUT.pmt")
     iterations = args.iterations
     first = args.first_iterations if args.first_iterations is not None else iterations
@@ -179,11 +180,9 @@ def _encode_video(args) -> int:
 
     finished = False
     try:
-        segmenting = {} if args.segment_seconds is None else {"segment_seconds": args.segment_seconds,
-                                                               "jobs": args.jobs}
-        result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume, stats=stats,
-                        on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe, **options,
-                        **segmenting)
+        result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume,
+                        segment_seconds=args.segment_seconds, jobs=args.jobs, stats=stats, on_start=on_start,
+                        on_iteration=on_iteration, on_keyframe=on_keyframe, **options)
         finished = True
     finally:
         if stats is not None:

@@ -36,7 +36,8 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--bitrates", default=DEFAULT_BITRATES, help=f"comma-separated (default {DEFAULT_BITRATES})")
     promptus = parser.add_argument_group("Promptus")
     promptus.add_argument("--model", default=None, metavar="NAME|PATH",
-                          help="generator: sd-turbo, tiny or a path (default $PROMPTUS_MODEL or sd-turbo)")
+                          help="generator: sd-turbo, tiny, sd-turbo-random (SD-Turbo's architecture, random weights) "
+                              "or a path (default $PROMPTUS_MODEL or sd-turbo)")
     promptus.add_argument("--iterations", type=int, default=None, help="iterations per keyframe (model default)")
     promptus.add_argument("--first-iterations", type=int, default=None,
                           help="iterations of a scene's first keyframe (the model's default, also when --iterations is given)")

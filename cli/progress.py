@@ -14,6 +14,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ..io.pipes import is_stdout
+
 PERIOD_S = 0.5
 
 
@@ -28,7 +30,7 @@ class Progress:
         self._bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True) if bar else None
         self._owned = False
         self._target: TextIO | None = None
-        if target in ("pipe:1", "-"):
+        if target is not None and is_stdout(target):
             self._target = sys.stdout
         elif target == "pipe:2":
             self._target = sys.stderr

@@ -9,11 +9,11 @@ of a file's frames is the md5 of those bytes, and a `.rgb` reference file holds 
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 
 from ..bitstream import Stream
+from ..process import quality
 
 
 class FrameDecoder:
@@ -29,14 +29,11 @@ class FrameDecoder:
 
     def decode(self, streams: list[Stream]) -> np.ndarray:
         """All frames of a file as uint8 [frames, height, width, 3], as pmtdec decodes them."""
-        from ..api import check_model
-        from ..decoder.decoding import decode_frames
-        from ..engines import create_engine
+        from ..decoder.decoder import Decoder
 
-        header = streams[0].header
-        check_model(header, self.generator)
-        engine = create_engine(self.engine, self.generator, header, device=self.device, precision=self.precision)
-        return np.stack([frame.image for frame in decode_frames(streams, engine)])
+        decoder = Decoder(streams[0].header, generator=self.generator, engine=self.engine, device=self.device,
+                          precision=self.precision)
+        return np.stack([frame.image for frame in decoder.decode(streams)])
 
 
 def frames_md5(frames: np.ndarray) -> str:
@@ -61,5 +58,4 @@ def psnr(frames: np.ndarray, reference: np.ndarray) -> float:
     if frames.shape != reference.shape:
         raise ValueError(f"{len(frames)} frames of {frames.shape[1:]} against a reference of "
                          f"{len(reference)} of {reference.shape[1:]}")
-    mse = float(np.mean((frames.astype(np.float64) - reference.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+    return quality.psnr(frames, reference)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bitstream import ERROR_CODES
+from ..errors import PromptusError
 
 FORMAT = "libpromptus-conformance/1"
 VALID_DIR = "valid"
@@ -27,7 +28,7 @@ MANIFEST = "SHA256SUMS"
 MIN_PSNR_DB = 45.0
 
 
-class SuiteError(ValueError):
+class SuiteError(PromptusError, ValueError):
     """A suite file is missing or malformed."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..errors import EngineUnavailableError
+
 if TYPE_CHECKING:
     import torch
 
@@ -13,10 +15,6 @@ if TYPE_CHECKING:
 ENGINE_NAMES = ("auto", "torch", "compiled", "tensorrt")
 #: Frames generated per engine call: one interval of the official receiver (10 frames).
 DEFAULT_BATCH = 10
-
-
-class EngineUnavailableError(ValueError):
-    """The requested engine cannot run here (not built yet, or missing its runtime)."""
 
 
 @dataclass(frozen=True)
@@ -31,13 +29,21 @@ class Engine(Protocol):
     """Generates frames: `generate(z [B, C, h, w], c [B, T, D]) -> Generation`.
 
     `z` and `c` are float32 on any device; the engine casts them to its own device and
-    precision and returns float32 latents and uint8 images.
+    precision and returns float32 latents and uint8 images. `forward` is the same
+    computation before the pixels are rounded, differentiable in `c`: the encoder fits
+    prompts through it. An engine that only runs inference (TensorRT) raises
+    `EngineUnavailableError` from `forward`.
     """
 
     name: str
     device: "torch.device"
 
     def generate(self, latents: "torch.Tensor", prompts: "torch.Tensor") -> Generation: ...
+
+    def forward(self, latents: "torch.Tensor",
+                prompts: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(x0 float32 [B, C, h, w], image float32 in [-1, 1] [B, 3, H, W]), with gradients."""
+        ...
 
 
 def create_engine(name: str, generator: "Generator", header: "SequenceHeader", *, device: str = "auto",

@@ -128,6 +128,10 @@ class TensorRTEngine:
                 partial.write_bytes(bytes(plan))
                 partial.replace(target)
 
+    def forward(self, latents: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TensorRT plans run inference only: fitting prompts needs gradients (the torch engine)."""
+        raise EngineUnavailableError("the TensorRT engine runs inference only; encode with the torch engine")
+
     @torch.inference_mode()
     def generate(self, latents: torch.Tensor, prompts: torch.Tensor) -> Generation:
         count = latents.shape[0]

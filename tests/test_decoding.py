@@ -41,9 +41,10 @@ from libpromptus.bitstream import (
 from libpromptus.engines import create_engine
 
 import libpromptus
-from libpromptus.api import ModelMismatchError, check_model
+from libpromptus.decoder.decoder import check_model
 from libpromptus.decoder.decoding import Frame, decode_frames
 from libpromptus.decoder.prompt_dump import write_prompt_dump
+from libpromptus.errors import ModelMismatchError
 from libpromptus.models import load_generator
 from libpromptus.process.profiles import SD_TURBO
 from libpromptus.process.prompts import frame_conditioning

@@ -37,12 +37,12 @@ from libpromptus.bitstream import (
 from libpromptus.engines import create_engine
 
 import libpromptus.encoder.encoder as encoding_module
-from libpromptus.api import encode
+from libpromptus import encode
 from libpromptus.decoder.decoding import decode_frames
-from libpromptus.encoder.encoder import psnr
 from libpromptus.encoder.ratecontrol import describe_bitrate, parse_bitrate
 from libpromptus.io.samples import sample_frames, write_sample
 from libpromptus.io.video_input import open_video
+from libpromptus.process.quality import psnr
 
 # the module fixtures of encoding_helpers (the tiny generator and latent encoder; a work directory)
 tiny, workdir = encoding_helpers.tiny, encoding_helpers.workdir

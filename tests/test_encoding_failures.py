@@ -14,7 +14,7 @@ from libpromptus.bitstream import read_streams
 from libpromptus.engines import create_engine
 
 import libpromptus.encoder.encoder as encoding_module
-from libpromptus.api import encode
+from libpromptus import encode
 from libpromptus.encoder.losses import make_perceptual_loss
 from libpromptus.io.samples import write_sample
 from libpromptus.process.profiles import TINY

@@ -8,8 +8,8 @@ import sys
 import pytest
 from libpromptus.bitstream import InvalidDataError, StreamWriter, read_streams
 
-import libpromptus.api
-from libpromptus.api import encode
+import libpromptus.encoder.job
+from libpromptus import encode
 from libpromptus.encoder.checkpoint import Checkpoint, CheckpointError
 from libpromptus.io.files import OutputBusyError, WorkDirectory
 from libpromptus.io.samples import write_sample
@@ -172,13 +172,13 @@ def test_an_earlier_consistent_checkpoint_resumes_to_the_same_bytes(clip, tmp_pa
 def test_a_kill_between_the_final_rename_and_the_clean_up_is_recognised(clip, tmp_path, reference, monkeypatch,
                                                                          caplog):
     out = tmp_path / "out.pmt"
-    published = libpromptus.api.publish
+    published = libpromptus.encoder.job.publish
 
     def publish_then_die(temporary, target):
         published(temporary, target)
         raise KeyboardInterrupt                # as if killed right after the rename
 
-    monkeypatch.setattr(libpromptus.api, "publish", publish_then_die)
+    monkeypatch.setattr(libpromptus.encoder.job, "publish", publish_then_die)
     with pytest.raises(KeyboardInterrupt):
         encode(str(clip), str(out), **OPTIONS)
     monkeypatch.undo()

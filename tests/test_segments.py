@@ -15,7 +15,7 @@ from libpromptus.bitstream import (
     read_streams,
 )
 
-from libpromptus.api import encode
+from libpromptus import encode
 from libpromptus.io.samples import write_sample
 from libpromptus.process.profiles import TINY
 

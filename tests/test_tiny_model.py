@@ -18,12 +18,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 import libpromptus
-from libpromptus.api import encode
-from libpromptus.encoder.encoder import psnr
+from libpromptus import encode
 from libpromptus.io.samples import write_y4m
 from libpromptus.models import load_generator, locations, train_tiny
 from libpromptus.models.procedural import random_clip
 from libpromptus.process.profiles import TINY
+from libpromptus.process.quality import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((locations.TINY_DIR / "MANIFEST.json").read_text())

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..bitstream import Scene, SceneStart, SequenceHeader, Stream
-from ..engines import DEFAULT_BATCH, Engine
+from ..engines import DEFAULT_BATCH, Engine, Generation
 from ..process.noise import noise_tensor
 from ..process.prompts import Interval, scene_intervals
 
@@ -33,8 +33,9 @@ class Frame:
     image: np.ndarray          # uint8 [height, width, 3]
 
 
-def _input_latent(header: SequenceHeader, previous: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """`z = prev_weight * P + noise_weight * N` in binary32 (SPEC.md §8.5)."""
+def input_latent(header: SequenceHeader, previous: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`z = prev_weight * P + noise_weight * N` in binary32 (SPEC.md §8.5): the latent an
+    interval's frames are all generated from (the encoder fits through the same one)."""
     return header.prev_weight * previous + header.noise_weight * noise
 
 
@@ -71,11 +72,9 @@ def decode_frames(streams: Iterable[Stream], engine: Engine, *, batch: int = DEF
             for interval in scene_intervals(scene):
                 if stop is not None and offset + interval.frames[0] >= stop:
                     return
-                z = _input_latent(header, previous, noise)
+                z = input_latent(header, previous, noise)
                 frames = _wanted(interval.frames, start_frame - offset, None if stop is None else stop - offset)
-                for chunk_start in range(0, len(frames), batch):
-                    chunk = frames[chunk_start:chunk_start + batch]
-                    generation = _generate(engine, interval, chunk, z)
+                for chunk, generation in generate_interval(engine, interval, frames, z, batch=batch):
                     for frame, image in zip(chunk, generation.images):
                         index = offset + frame
                         if index >= start_frame and (stop is None or index < stop):
@@ -92,6 +91,15 @@ def _first_needed_scene(scenes: list[Scene], frame: int) -> int:
     return number
 
 
-def _generate(engine: Engine, interval: Interval, frames: list[int], z: torch.Tensor):
-    prompts = torch.from_numpy(np.stack([interval.conditioning(f) for f in frames]))
-    return engine.generate(z.expand(len(frames), *z.shape[1:]), prompts)
+def generate_interval(engine: Engine, interval: Interval, frames: list[int], z: torch.Tensor, *,
+                      batch: int = DEFAULT_BATCH) -> Iterator[tuple[list[int], Generation]]:
+    """Generate `frames` of `interval` from its input latent `z` (SPEC.md §8.7), at most
+    `batch` frames per engine call; yield each call's frames and `Generation`.
+
+    The batches are part of the result on the CPU (float sums are reordered), so the
+    encoder's closed loop reconstructs with this very function.
+    """
+    for chunk_start in range(0, len(frames), batch):
+        chunk = frames[chunk_start:chunk_start + batch]
+        prompts = torch.from_numpy(np.stack([interval.conditioning(f) for f in chunk]))
+        yield chunk, engine.generate(z.expand(len(chunk), *z.shape[1:]), prompts)

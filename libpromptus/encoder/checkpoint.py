@@ -18,15 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CheckpointError
 from ..io.files import write_atomically
 
 #: The checkpoint layout; a checkpoint of another layout is refused, not misread.
 FORMAT = 1
 _STATE = "checkpoint_state"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from (damaged, foreign, or not matching its stream)."""
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,15 @@ from ..bitstream import (
     SequenceHeader,
     StreamWriter,
 )
-from ..bitstream.limits import MAX_KEYFRAME_INTERVAL
-from ..engines import DEFAULT_BATCH
+from ..decoder.decoding import generate_interval, input_latent
+from ..engines import DEFAULT_BATCH, Engine
 from ..process.noise import noise_tensor
 from ..process.prompts import Interval, compose, keyframe_factors
+from ..process.quality import psnr
 from ..process.quantization import quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-
-#: Iterations (a scene's first keyframe, later keyframes) per model: the official budget
-#: for SD-Turbo; a CPU-sized one for the tiny test model.
-DEFAULT_ITERATIONS = {"sd-turbo": (10_000, 1_500), "tiny": (300, 100)}
+from .ratecontrol import RateController
 
 
 @dataclass(frozen=True)
@@ -56,9 +54,7 @@ class EncoderSettings:
     patience: int | None = None              # stop a keyframe after this many iterations without improvement
     temporal_beta: float | None = None       # the paper's beta*D + (1-beta)*||c_t - c_t-1||; None: off (official)
     seed: int = 0
-    batch: int = DEFAULT_BATCH
-    bitrate: float | None = None             # bits/s: adapt the keyframe interval to hit it (rate control)
-    max_interval: int = MAX_KEYFRAME_INTERVAL  # longest interval the rate control may choose
+    batch: int = DEFAULT_BATCH               # frames per engine call, as the decoder will generate them
 
 
 @dataclass
@@ -82,10 +78,9 @@ class EncodeSummary:
     bytes: int = 0
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (100 for identical images)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+def stats_psnr(values: list[float]) -> list[float | None]:
+    """Per-frame PSNRs as `--stats` records them: 4 decimals, null for identical frames (JSON has no infinity)."""
+    return [round(p, 4) if math.isfinite(p) else None for p in values]
 
 
 def pad_to(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -100,10 +95,16 @@ def scene_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class Encoder:
-    """Encodes pushed frames into a StreamWriter, keyframe by keyframe."""
+    """Encodes pushed frames into a StreamWriter, keyframe by keyframe.
 
-    def __init__(self, writer: StreamWriter, engine, latent_encoder, perceptual: PerceptualLoss,
-                 settings: EncoderSettings, *, stats: TextIO | None = None,
+    `engine` comes from `engines.create_engine` (one whose `forward` is differentiable:
+    the fitting runs through it); `rate_control`, when given, adapts the keyframe interval
+    after every keyframe to hit its bitrate.
+    """
+
+    def __init__(self, writer: StreamWriter, engine: Engine, latent_encoder, perceptual: PerceptualLoss,
+                 settings: EncoderSettings, *, rate_control: RateController | None = None,
+                 stats: TextIO | None = None,
                  on_iteration: Callable[[int, int, float], None] | None = None,
                  on_keyframe: Callable[[KeyframeReport], None] | None = None,
                  on_checkpoint: Callable[[dict, dict[str, np.ndarray]], None] | None = None) -> None:
@@ -113,6 +114,7 @@ class Encoder:
         self._latent_encoder = latent_encoder
         self._perceptual = perceptual
         self.settings = settings
+        self._rate_control = rate_control
         self._stats = stats
         self._on_iteration = on_iteration
         self._on_keyframe = on_keyframe
@@ -129,10 +131,14 @@ class Encoder:
         self._last_scene_latent: torch.Tensor | None = None
         self._next_frame = 0
         self._interval = settings.interval
-        self.expected_frames: int | None = None      # total frames, when known, for the rate control
         self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300,
                                                patience=settings.patience)
         self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20, patience=settings.patience)
+
+    @property
+    def writer(self) -> StreamWriter:
+        """Where the units go."""
+        return self._writer
 
     # ------------------------------------------------------------------ input
 
@@ -213,7 +219,7 @@ class Encoder:
         if start is not None:
             u_a, v_a = keyframe_factors(self._previous_key[1])
             previous_factors = (torch.from_numpy(u_a).to(self._device), torch.from_numpy(v_a).to(self._device))
-        z = h.prev_weight * self._previous_latent + h.noise_weight * self._noise
+        z = input_latent(h, self._previous_latent, self._noise)
         self._anchor = None if previous_factors is None else compose(*previous_factors)
         init = previous_factors if (self.settings.warm_start and previous_factors is not None) else None
         settings = self._fit_settings_first if start is None else self._fit_settings
@@ -241,13 +247,15 @@ class Encoder:
             self._stats.write(json.dumps({
                 "keyframe": report_entry.frame_index, "frames": [report_entry.first_frame, end],
                 "scene": report_entry.scene, "iterations": report_entry.iterations, "loss": report_entry.loss,
-                "bytes": size, "psnr": [round(p, 4) for p in report_entry.psnr]}) + "\n")
+                "bytes": size, "psnr": stats_psnr(report_entry.psnr)}) + "\n")
             self._stats.flush()
         if self._on_keyframe is not None:
             self._on_keyframe(report_entry)
         self._pending = []
-        if self.settings.bitrate is not None:
-            self._interval = self._next_interval(size, end + 1)
+        if self._rate_control is not None:
+            self._interval = self._rate_control.next_interval(
+                size, end + 1, bytes_written=self._writer.size, keyframes=len(self.summary.keyframes),
+                scenes=self.summary.scenes)
         if self._on_checkpoint is not None:
             self._on_checkpoint(*self.checkpoint())
 
@@ -291,39 +299,14 @@ class Encoder:
         self._last_scene_latent = torch.from_numpy(arrays["last_scene_latent"])
         self._rng.set_state(torch.from_numpy(arrays["rng_state"]))
 
-    def _next_interval(self, keyframe_size: int, frames_done: int) -> int:
-        """Rate control: the interval that spends what is left of the budget evenly.
-
-        The budget is `bitrate` over the expected length; what is spent counts every byte
-        written so far plus the index entries and end unit still to come. The next
-        keyframes are assumed to cost what the last one did. Without a known length, the
-        budget is spent per frame as it comes.
-        """
-        rate = self.header.fps_num / self.header.fps_den
-        per_frame = self.settings.bitrate / rate / 8
-        spent = self._writer.size + 13 * len(self.summary.keyframes) + 13 * self.summary.scenes + 18
-        cost = keyframe_size + 13
-        total = self.expected_frames
-        if total is None or total <= frames_done:
-            wanted = math.ceil((spent + cost) / per_frame - frames_done)
-        else:
-            affordable = round((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
-            wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.settings.max_interval
-        return max(1, min(self.settings.max_interval, wanted))
-
     def _reconstruct(self, keyframe: Keyframe, start: int | None, z: torch.Tensor):
         """Generate the interval's frames exactly as a decoder does (same conditioning, same
         batches of `batch` frames); return their uint8 images and keyframe's latent."""
         factors_b = keyframe_factors(keyframe)
         factors_a = None if start is None else keyframe_factors(self._previous_key[1])
         interval = Interval(start, keyframe.frame_index, factors_a, factors_b)
-        frames = list(interval.frames)
         images: list[np.ndarray] = []
-        latent = None
-        for chunk_start in range(0, len(frames), self.settings.batch):
-            chunk = frames[chunk_start:chunk_start + self.settings.batch]
-            prompts = torch.from_numpy(np.stack([interval.conditioning(f) for f in chunk]))
-            generation = self._engine.generate(z.expand(len(chunk), *z.shape[1:]), prompts)
+        for _, generation in generate_interval(self._engine, interval, list(interval.frames), z,
+                                               batch=self.settings.batch):
             images.extend(generation.images.numpy())
-            latent = generation.latents[-1:]
-        return images, latent
+        return images, generation.latents[-1:]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..process.prompts import compose, interpolation_weight
+from ..process.prompts import compose, interpolated_conditioning
+from ..process.quantization import fake_quantize
 
 
 @dataclass(frozen=True)
@@ -36,28 +37,12 @@ class FitResult:
     iterations: int
 
 
-def fake_quantize(x: torch.Tensor) -> torch.Tensor:
-    """8-bit quantize-dequantize by the rule of SPEC.md §8.1 / NUMERICS.md, straight-through."""
-    low = torch.clamp(x.detach().min(), max=0.0)
-    high = torch.clamp(x.detach().max(), min=0.0)
-    scale = torch.clamp((high - low) / 255.0, min=torch.finfo(torch.float32).tiny)
-    zero = torch.clamp(torch.round(255.0 - high / scale), 0, 255)
-    q = torch.clamp(torch.round(x / scale + zero), 0, 255)
-    return x + (scale * (q - zero) - x).detach()
-
-
 def interval_prompts(u_b: torch.Tensor, v_b: torch.Tensor, previous: tuple[torch.Tensor, torch.Tensor] | None,
                      steps: list[int], interval: int) -> torch.Tensor:
     """The conditioning [len(steps), T, D] of frames a+s (s in `steps`) as the decoder builds it."""
     if previous is None:
         return compose(u_b, v_b)[None]
-    u_a, v_a = previous
-    rows = []
-    for step in steps:
-        w = interpolation_weight(step, interval)
-        w0 = float(torch.tensor(1.0 - w, dtype=torch.float32))
-        rows.append(compose(w0 * u_a + w * u_b, w0 * v_a + w * v_b))
-    return torch.stack(rows)
+    return torch.stack([interpolated_conditioning(previous, (u_b, v_b), step, interval) for step in steps])
 
 
 def fit_keyframe(forward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],

@@ -19,15 +19,12 @@ import numpy as np
 
 from .. import __version__
 from ..bitstream import Coding, Keyframe, LatentCodec, Metadata, StreamWriter
+from ..errors import PromptDirectoryError
 from ..process.profiles import SD_TURBO
 from ..process.quantization import scene_start
 
 _KEYFRAME_FILE = re.compile(r"frame_(\d+)\.prompt\Z")
 _MAX_FILE_BYTES = 64 << 20
-
-
-class PromptDirectoryError(ValueError):
-    """The directory is not a valid official Promptus prompt directory."""
 
 
 @dataclass(frozen=True)

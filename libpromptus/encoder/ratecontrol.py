@@ -1,4 +1,5 @@
-"""Rate control: pick the rank and keyframe interval that fit a bitrate (`-b:v`).
+"""Rate control: pick the rank and keyframe interval that fit a bitrate (`-b:v`), and
+adapt the interval as the encode goes (`RateController` holds every such decision).
 
 Every byte of the file counts: signature, sequence header, metadata, each scene's
 first-frame latent, every keyframe unit, the index and the end-of-stream unit. Factor
@@ -8,9 +9,17 @@ achieved rate lands within a few percent; the encoder reports the exact figure.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from ..bitstream import SequenceHeader
+from ..bitstream.framing import PREFIX_SIZE
+from ..bitstream.limits import MAX_KEYFRAME_INTERVAL
+
+log = logging.getLogger("libpromptus")
 
 #: Bytes of a keyframe unit beyond its factor symbols: unit header, size, CRC, the
 #: keyframe fields and two coded_symbols headers.
@@ -18,6 +27,20 @@ KEYFRAME_OVERHEAD = 1 + 3 + 4 + 16 + 2 * 8
 U_BITS_PER_SYMBOL = 5.9
 V_BITS_PER_SYMBOL = 7.07
 INDEX_ENTRY = 13
+#: Estimates of the bytes besides keyframes: the sequence header, the encoder's metadata,
+#: a scene start's fields around its latent, the index unit's framing with the
+#: end-of-stream unit, and a margin.
+SEQUENCE_HEADER_BYTES = 100
+METADATA_BYTES = 200
+SCENE_START_OVERHEAD = 64
+CLOSING_BYTES = 18
+MARGIN_BYTES = 8
+#: Bits per value of a first-frame latent by latent codec (8-bit entropy coded: about 7).
+LATENT_BITS = {"q8": 7, "f16": 16, "f32": 32}
+#: Without -b:v: the official rank and keyframe interval.
+OFFICIAL_RANK, OFFICIAL_INTERVAL = 8, 10
+#: The length the rank and interval are chosen for when the input's is unknown (a pipe, a live source).
+ASSUMED_SECONDS = 10
 #: The paper's ladder is rank 4..32, interval 2..10. The search keeps to intervals 2..10
 #: (many small keyframes let the encoder's interval adaptation hit the rate closely) and
 #: goes down to rank 1; only when nothing fits there does it try intervals up to 30.
@@ -72,6 +95,70 @@ def choose(target_bits_per_second: float, *, frames: int, rate: float, fixed_byt
     interval = INTERVALS[-1]
     return RateChoice(1, interval, estimate_bytes(1, interval, frames=frames, fixed_bytes=fixed_bytes,
                                                   cond_tokens=cond_tokens, cond_dim=cond_dim))
+
+
+class RateController:
+    """Every rate decision of one encode at `bitrate` bits/s.
+
+    Before the first frame, `choose` picks the rank and interval whose estimated file
+    fits, and `warn_if_below_floor` says when even a stream of no keyframes would exceed
+    the target; after each keyframe, `next_interval` spreads what is left of the budget.
+    `frames` is the input's length, None when unknown (a pipe, a live source).
+    """
+
+    def __init__(self, bitrate: float, header: SequenceHeader, *, frames: int | None, latent_codec: str = "q8",
+                 max_interval: int = MAX_KEYFRAME_INTERVAL) -> None:
+        self.bitrate = bitrate
+        self.header = header
+        self.frames = frames
+        self.max_interval = max_interval
+        self.rate = Fraction(header.fps_num, header.fps_den)
+        channels, height, width = header.latent_shape
+        latent = channels * height * width * LATENT_BITS[latent_codec] / 8 + SCENE_START_OVERHEAD
+        #: everything but the keyframes: prefix, header, metadata, one first-frame latent, closing units
+        self.fixed_bytes = round(PREFIX_SIZE + SEQUENCE_HEADER_BYTES + METADATA_BYTES + latent + CLOSING_BYTES
+                                 + MARGIN_BYTES)
+
+    @property
+    def planned_frames(self) -> int:
+        """The frames the rank and interval are chosen for: the input's, else `ASSUMED_SECONDS` of them."""
+        return self.frames or round(ASSUMED_SECONDS * self.rate)
+
+    def floor_bps(self) -> float:
+        """The bitrate of a stream of `planned_frames` with no keyframes: -b:v below it cannot be met."""
+        return self.fixed_bytes * 8 * float(self.rate) / self.planned_frames
+
+    def warn_if_below_floor(self) -> None:
+        floor = self.floor_bps()
+        if floor > self.bitrate:
+            log.warning("-b:v %s is below what %d frames cost before any keyframe (the first-frame latent and "
+                        "headers alone: %.1f kbit/s), so the file will exceed it; a longer clip or a smaller -s "
+                        "lowers that floor", describe_bitrate(self.bitrate), self.planned_frames, floor / 1000)
+
+    def choose(self) -> RateChoice:
+        """The rank and interval to start with (`choose` of the module, for this encode)."""
+        return choose(self.bitrate, frames=self.planned_frames, rate=float(self.rate), fixed_bytes=self.fixed_bytes,
+                      cond_tokens=self.header.cond_tokens, cond_dim=self.header.cond_dim)
+
+    def next_interval(self, keyframe_size: int, frames_done: int, *, bytes_written: int, keyframes: int,
+                      scenes: int) -> int:
+        """The interval that spends what is left of the budget evenly.
+
+        The budget is `bitrate` over the input's length; what is spent counts every byte
+        written so far plus the index entries and closing units still to come. The next
+        keyframes are assumed to cost what the last one did. Without a known length, the
+        budget is spent per frame as it comes.
+        """
+        per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
+        spent = bytes_written + INDEX_ENTRY * keyframes + INDEX_ENTRY * scenes + CLOSING_BYTES
+        cost = keyframe_size + INDEX_ENTRY
+        total = self.frames
+        if total is None or total <= frames_done:
+            wanted = math.ceil((spent + cost) / per_frame - frames_done)
+        else:
+            affordable = round((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
+            wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.max_interval
+        return max(1, min(self.max_interval, wanted))
 
 
 def parse_bitrate(text: str) -> float:

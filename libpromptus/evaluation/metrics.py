@@ -28,6 +28,8 @@ from ..encoder.losses import MS_SSIM_MIN_SIDE, SSIM_WINDOW
 
 __all__ = ["LPIPS_SEVERE", "METRICS", "Metrics", "SevereRule", "mean_metrics", "ms_ssim", "psnr", "ssim"]
 
+from ..process import quality
+
 log = logging.getLogger("libpromptus")
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips")   # in report order
@@ -38,8 +40,7 @@ _BATCH = 8                                        # frames per SSIM/LPIPS batch
 def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR in dB of two uint8 RGB frames of one shape; `math.inf` when they are equal."""
     _check_pair(reference, decoded)
-    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    return quality.psnr(reference, decoded)
 
 
 def _check_pair(reference: np.ndarray, decoded: np.ndarray) -> None:

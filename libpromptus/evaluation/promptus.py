@@ -48,7 +48,7 @@ class PromptusCodec(Codec):
     def encode(self, clip: Clip, bitrate: float, path: Path, progress: Progress) -> Encoded:
         import av
 
-        from .. import open as open_stream
+        from ..api import open as open_stream
         from ..api import encode
 
         def on_iteration(keyframe: int, iteration: int, loss: float) -> None:
@@ -81,7 +81,7 @@ class PromptusCodec(Codec):
         return Encoded(path.stat().st_size, payload, {"rank": result.rank, "interval": result.interval})
 
     def decode(self, path: Path, progress: Progress) -> list[np.ndarray]:
-        from .. import open as open_stream
+        from ..api import open as open_stream
 
         with open_stream(path) as container:
             return [frame.image for frame in container.decode(model=self.model)]

@@ -21,7 +21,6 @@ newly created file would have under the user's umask, like any file FFmpeg write
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -32,17 +31,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import OutputBusyError
+
 log = logging.getLogger("libpromptus")
 
 #: Attempts to take a work folder's lock while another process is removing that folder.
 _LOCK_ATTEMPTS = 5
-
-
-class OutputBusyError(OSError):
-    """Another live process is writing the same output."""
-
-    def __init__(self, target: str | os.PathLike, pid: str) -> None:
-        super().__init__(errno.EBUSY, f"being written by process {pid}", str(target))
 
 
 @contextmanager
@@ -68,15 +62,39 @@ def fsync_directory(folder: str | os.PathLike) -> None:
         os.close(handle)
 
 
+def process_umask() -> int:
+    """The process's file mode creation mask, read without changing it.
+
+    Linux reports it in /proc/self/status; setting it to read it (`os.umask`) would
+    change it for a moment for every thread of the process. Elsewhere the mask read
+    when this module was imported is used.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _IMPORT_UMASK
+
+
+def _read_umask_once() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_IMPORT_UMASK = _read_umask_once()
+
+
 def publish(temporary: str | os.PathLike, target: str | os.PathLike) -> None:
     """Give `temporary` the umask's default file mode and rename it to `target` atomically.
 
     The data is flushed to the disk before the rename and the rename after it, so that
     after a crash the target holds the old file or the whole new one, never a torn one.
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    os.chmod(temporary, 0o666 & ~process_umask())
     if not os.path.isdir(temporary):
         handle = os.open(temporary, os.O_RDONLY)
         try:

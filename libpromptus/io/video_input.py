@@ -77,12 +77,13 @@ from typing import Iterator
 
 import numpy as np
 
+from ..bitstream.limits import MAX_DIMENSION
+from ..errors import VideoInputError
+from .pipes import is_stdin
+
 __all__ = [
     "FITS",
-    "MAX_SIZE",
-    "PIPE_NAMES",
     "VideoInfo",
-    "VideoInputError",
     "VideoReader",
     "open_video",
     "parse_size",
@@ -91,9 +92,7 @@ __all__ = [
 
 log = logging.getLogger("libpromptus")
 
-PIPE_NAMES = ("-", "pipe:", "pipe:0")
 FITS = ("crop", "pad", "scale")
-MAX_SIZE = 4096                 # the largest output width or height
 MAX_SOURCE_SIZE = 16384         # the largest source width or height decoded
 DEFAULT_SEQUENCE_RATE = Fraction(25)   # FFmpeg's image2 default
 # Formats FFmpeg "reads as video" that are not video: `tty` renders text files as ANSI art.
@@ -124,13 +123,6 @@ _SIZE_ABBREVIATIONS = {
     "nhd": (640, 360), "hqvga": (240, 160), "wqvga": (400, 240), "fwqvga": (432, 240),
     "hvga": (480, 320), "qhd": (960, 540), "uhd2160": (3840, 2160), "uhd4320": (7680, 4320),
 }
-
-
-class VideoInputError(ValueError):
-    """The input video cannot be read as asked; the message is one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -180,8 +172,8 @@ def parse_time(text: str) -> Fraction:
 def _check_size(width: int, height: int, what: str) -> None:
     if width < 1 or height < 1:
         raise VideoInputError(f"{what}: width and height must be at least 1")
-    if width > MAX_SIZE or height > MAX_SIZE:
-        raise VideoInputError(f"{what}: larger than {MAX_SIZE}x{MAX_SIZE}")
+    if width > MAX_DIMENSION or height > MAX_DIMENSION:
+        raise VideoInputError(f"{what}: larger than {MAX_DIMENSION}x{MAX_DIMENSION}")
 
 
 def _seconds(value, what: str) -> Fraction | None:
@@ -285,7 +277,7 @@ def _plan(src_w: int, src_h: int, out_w: int, out_h: int, fit: str) -> _Plan:
 
 
 def _display_name(source: str) -> str:
-    return "standard input" if source in PIPE_NAMES else source
+    return "standard input" if is_stdin(source) else source
 
 
 def _open_error(name: str, error: BaseException) -> VideoInputError:
@@ -328,7 +320,7 @@ def _open_container(source: str, rate: Fraction | None):
 
     name = _display_name(source)
     options = {}
-    if source in PIPE_NAMES:
+    if is_stdin(source):
         stdin = sys.stdin
         if stdin is None or getattr(stdin, "buffer", None) is None:
             raise VideoInputError("standard input: not available")
@@ -461,8 +453,8 @@ class VideoReader:
         if src_w > MAX_SOURCE_SIZE or src_h > MAX_SOURCE_SIZE:
             raise VideoInputError(f"{self._name}: {src_w}x{src_h} is larger than {MAX_SOURCE_SIZE}x{MAX_SOURCE_SIZE}")
         if size is None:
-            if src_w > MAX_SIZE or src_h > MAX_SIZE:
-                raise VideoInputError(f"{self._name}: {src_w}x{src_h} is larger than {MAX_SIZE}x{MAX_SIZE}; "
+            if src_w > MAX_DIMENSION or src_h > MAX_DIMENSION:
+                raise VideoInputError(f"{self._name}: {src_w}x{src_h} is larger than {MAX_DIMENSION}x{MAX_DIMENSION}; "
                                       f"choose an output size with -s")
             size = (src_w, src_h)
         self._out_w, self._out_h = size

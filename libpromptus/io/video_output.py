@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import TemporaryOutput, naming_the_output
+from .pipes import is_stdout
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,12 @@ _PIPE_FORMATS = {
     "yuv4mpegpipe": OutputFormat("yuv4mpegpipe", "rawvideo", "yuv444p", {}),
     "rawvideo": OutputFormat("rawvideo", "rawvideo", "rgb24", {}),
 }
-PIPE_NAMES = ("-", "pipe:", "pipe:1")
 
 
 def output_format(name: str, *, format: str | None = None, codec: str | None = None, crf: int | None = None,
                   pix_fmt: str | None = None) -> OutputFormat:
     """The container, codec and options for an output name and the user's overrides."""
-    if name in PIPE_NAMES:
+    if is_stdout(name):
         base = _PIPE_FORMATS.get(format or "yuv4mpegpipe")
         if base is None:
             raise ValueError(f"-f {format}: standard output takes yuv4mpegpipe or rawvideo")
@@ -80,7 +80,7 @@ class VideoWriter:
 
         self._name = name
         self._temporary: TemporaryOutput | None = None
-        if name in PIPE_NAMES:
+        if is_stdout(name):
             target = sys.stdout.buffer
         else:
             path = Path(name)

@@ -24,6 +24,7 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 from diffusers.utils import is_accelerate_available
 
+from ..errors import ModelIntegrityError
 from ..process.profiles import PROFILES, GeneratorProfile
 from .identity import model_identity
 from .locations import (
@@ -59,10 +60,6 @@ MANIFEST = "MANIFEST.json"
 ARCHITECTURES: dict[str, Path] = {"sd-turbo": SD_TURBO_UNET_CONFIG, "tiny": TINY_DIR / "unet" / "config.json"}
 #: The config entries that tell the registered architectures apart.
 ARCHITECTURE_KEYS = ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim")
-
-
-class ModelIntegrityError(ModelNotFoundError):
-    """A model's files differ from its MANIFEST.json (the shipped weights were altered)."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelNotFoundError
 from ..process.profiles import PROFILES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,10 +55,6 @@ SD_TURBO_HOWTO = (
     "huggingface-cli download madebyollin/taesd) or put sd_turbo.safetensors and taesd/ in {model_dir}, "
     "or pass --model PATH"
 )
-
-
-class ModelNotFoundError(ValueError):
-    """A model cannot be provided: its one-line message says which and how to get it."""
 
 
 def registered_models() -> tuple[str, ...]:

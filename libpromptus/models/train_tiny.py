@@ -65,7 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..encoder.fitting import fake_quantize
+from ..process.quantization import fake_quantize
 from ..process.profiles import TINY
 from . import tiny_model
 from .procedural import random_clip

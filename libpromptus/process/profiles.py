@@ -1,8 +1,8 @@
 """Generator profiles: the format-level facts of each registered generator model.
 
 A profile says what a sequence header must declare for a model (latent geometry,
-conditioning shape, the noise schedule and the official generation constants). It
-holds no weights: the model loaders come with the decoder.
+conditioning shape, the noise schedule and the official generation constants) and the
+encoder's default iteration budget for it. It holds no weights: the model loaders come with the decoder.
 """
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ class GeneratorProfile:
     noise_weight: float
     noise_seed: int
     prediction_type: PredictionType
+    #: the encoder's default budget: iterations for a scene's first keyframe and for later ones
+    first_iterations: int
+    iterations: int
 
     def sequence_header(self, *, width: int, height: int, fps_num: int, fps_den: int, frame_count: int,
                         model_hash: bytes = bytes(32)) -> SequenceHeader:
@@ -80,6 +83,7 @@ SD_TURBO = GeneratorProfile(
     schedule=NoiseSchedule(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000),
     timestep=999, prev_weight=0.05, noise_weight=0.95, noise_seed=88,
     prediction_type=PredictionType.EPSILON,
+    first_iterations=10_000, iterations=1_500,   # the official budget
 )
 
 #: The project's test model `tiny` (libpromptus/models/tiny, trained by
@@ -95,6 +99,7 @@ TINY = GeneratorProfile(
     schedule=SD_TURBO.schedule,
     timestep=49, prev_weight=0.98, noise_weight=0.22, noise_seed=88,
     prediction_type=PredictionType.EPSILON,
+    first_iterations=300, iterations=100,        # sized for the CPU
 )
 
 PROFILES: dict[str, GeneratorProfile] = {SD_TURBO.name: SD_TURBO, TINY.name: TINY}

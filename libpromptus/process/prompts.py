@@ -46,6 +46,18 @@ def interpolate(a, b, weight: float):
     return float(np.float32(1.0 - weight)) * a + weight * b
 
 
+def interpolated_conditioning(factors_a, factors_b, step: int, interval: int):
+    """The [T, D] conditioning of frame a + `step` between keyframes a and b = a + `interval`
+    (SPEC.md §8.3): each factor interpolated, then composed.
+
+    Numpy or torch: the decoder runs it on dequantized factors, the encoder's fitting
+    loop on fake-quantized ones with autograd, so the two compute the same values.
+    """
+    (u_a, v_a), (u_b, v_b) = factors_a, factors_b
+    weight = interpolation_weight(step, interval)
+    return compose(interpolate(u_a, u_b, weight), interpolate(v_a, v_b, weight))
+
+
 @dataclass(frozen=True)
 class Interval:
     """Frames that share one input latent (SPEC.md §8.7).
@@ -65,12 +77,10 @@ class Interval:
 
     def conditioning(self, frame: int) -> np.ndarray:
         """The float32 [T, D] conditioning of `frame` (SPEC.md §8.2-8.3)."""
-        u_b, v_b = self._factors_b
         if self.start is None:
-            return compose(u_b, v_b)
-        u_a, v_a = self._factors_a
-        w = interpolation_weight(frame - self.start, self.end - self.start)
-        return compose(interpolate(u_a, u_b, w), interpolate(v_a, v_b, w)).astype(np.float32, copy=False)
+            return compose(*self._factors_b)
+        return interpolated_conditioning(self._factors_a, self._factors_b, frame - self.start,
+                                         self.end - self.start).astype(np.float32, copy=False)
 
 
 def scene_intervals(scene: Scene) -> Iterator[Interval]:

@@ -6,9 +6,14 @@ The rule of the official Promptus code (NUMERICS.md), used for prompt factors an
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..bitstream import Coding, LatentCodec, SceneStart
+
+if TYPE_CHECKING:
+    import torch
 
 
 def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
@@ -20,6 +25,19 @@ def quantize_u8(x: np.ndarray) -> tuple[np.ndarray, float, int]:
     zero_point = int(np.clip(np.round(255.0 - high / float(scale)), 0, 255))
     q = np.clip(np.round(x / scale + np.float32(zero_point)), 0, 255).astype(np.uint8)
     return q, float(scale), zero_point
+
+
+def fake_quantize(x: torch.Tensor) -> torch.Tensor:
+    """`quantize_u8` then dequantization, on a torch tensor, with a straight-through gradient:
+    what the encoder fits through is what the decoder will dequantize."""
+    import torch
+
+    low = torch.clamp(x.detach().min(), max=0.0)
+    high = torch.clamp(x.detach().max(), min=0.0)
+    scale = torch.clamp((high - low) / 255.0, min=torch.finfo(torch.float32).tiny)
+    zero = torch.clamp(torch.round(255.0 - high / scale), 0, 255)
+    q = torch.clamp(torch.round(x / scale + zero), 0, 255)
+    return x + (scale * (q - zero) - x).detach()
 
 
 def scene_start(first_frame: int, latent: np.ndarray, codec: LatentCodec, coding: Coding) -> SceneStart:

@@ -1,0 +1,445 @@
+"""The encode job: a video file or pipe in, a finished `.pmt` file out.
+
+`encode` reads the input (`io.video_input`), sets up the model, engine and rate
+control (`EncoderSetup`, shared with the write mode of `libpromptus.open`), runs the
+`Encoder` over the frames in a locked work folder beside the output with a checkpoint
+after every keyframe, and renames the stream into place when it is complete. A
+segmented encode (`segment_seconds`) encodes closed segments independently, in worker
+processes with `jobs`, and merges them.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from .. import __version__
+from ..bitstream import (
+    Coding,
+    LatentCodec,
+    Metadata,
+    SequenceHeader,
+    StreamWriter,
+    merge_streams,
+    read_streams,
+)
+from ..bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
+from ..errors import CheckpointError
+from ..io.files import WorkDirectory, publish
+from .checkpoint import Checkpoint
+from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport, stats_psnr
+from .ratecontrol import OFFICIAL_INTERVAL, OFFICIAL_RANK, RateController
+
+log = logging.getLogger("libpromptus")
+
+#: An encode's files in its work folder (`io.files.WorkDirectory`): the partial stream and its checkpoint.
+_STREAM, _CHECKPOINT = "stream.partial", "checkpoint.npz"
+#: The engine the encoder fits through: its `forward` is differentiable on every device.
+FITTING_ENGINE = "torch"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to encode: everything `encode` accepts besides its input, output and callbacks."""
+
+    model: str | None = None               # default: $PROMPTUS_MODEL, else sd-turbo
+    bitrate: float | None = None           # bits per second (-b:v); chooses rank and interval
+    rank: int | None = None                # --rank (overrides the rate control's choice)
+    interval: int | None = None            # -g
+    first_iterations: int | None = None    # default: the model profile's (official 10,000 for sd-turbo)
+    iterations: int | None = None          # default: the model profile's (official 1,500 for sd-turbo)
+    scene_threshold: float | None = 0.3    # None: no scene detection
+    latent_codec: str = "q8"
+    coding: str = "entropy"
+    perceptual: str = "auto"
+    alpha: float = 0.8
+    warm_start: bool = False
+    temporal_beta: float | None = None     # the paper's temporal smoothing (beta 0.2 there); None: off
+    patience: int | None = None            # early stopping: iterations without improvement; None: off
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"                # auto: bf16 on CUDA, fp32 on the CPU
+    size: tuple[int, int] | None = None    # -s
+    fit: str = "crop"
+    rate: Fraction | None = None           # -r
+    start: float | None = None             # -ss
+    duration: float | None = None          # -t
+    max_frames: int | None = None          # -frames:v
+    skip_frames: int = 0                   # frames dropped after -ss (a segment's start)
+
+
+#: The options that say how the input is read, not how it is coded (the write mode takes frames instead).
+INPUT_OPTIONS = ("size", "fit", "rate", "start", "duration", "max_frames", "skip_frames")
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What an encode produced; `summary` has the per-keyframe reports."""
+
+    frames: int
+    bytes: int
+    bitrate_bps: float
+    rank: int
+    interval: int
+    summary: EncodeSummary
+
+    @classmethod
+    def of(cls, summary: EncodeSummary, rate: Fraction, rank: int, interval: int) -> EncodeResult:
+        """The result of an encode whose `summary` is final, at frame `rate`."""
+        duration = summary.frames / rate
+        return cls(summary.frames, summary.bytes, float(summary.bytes * 8 / duration), rank, interval, summary)
+
+
+class EncoderSetup:
+    """An encode's model, header, engine, rate control and settings, decided before its first frame.
+
+    `frame_count` is the input's length, None when unknown (a pipe, a live source).
+    """
+
+    def __init__(self, opts: EncodeOptions, *, width: int, height: int, rate: Fraction,
+                 frame_count: int | None) -> None:
+        from ..engines import create_engine
+        from ..models import load_generator, load_latent_encoder
+        from .losses import make_perceptual_loss
+
+        self.options = opts
+        self.frame_count = frame_count
+        self.generator = generator = load_generator(opts.model)
+        self.latent_encoder = load_latent_encoder(opts.model)
+        profile = generator.profile
+        self.header = profile.sequence_header(width=width, height=height, fps_num=rate.numerator,
+                                              fps_den=rate.denominator, frame_count=frame_count or 0,
+                                              model_hash=generator.identity())
+        self.rate_control = None if opts.bitrate is None else RateController(
+            opts.bitrate, self.header, frames=frame_count, latent_codec=opts.latent_codec)
+        self.rank, self.interval = self._rank_and_interval()
+        self.engine = create_engine(FITTING_ENGINE, generator, self.header, device=opts.device,
+                                    precision=_fitting_precision(opts))
+        self.latent_encoder.module.to(self.engine.device)
+        self.settings = EncoderSettings(
+            rank=self.rank, interval=self.interval,
+            first_iterations=profile.first_iterations if opts.first_iterations is None else opts.first_iterations,
+            iterations=profile.iterations if opts.iterations is None else opts.iterations,
+            alpha=opts.alpha, scene_threshold=opts.scene_threshold,
+            latent_codec=LatentCodec[opts.latent_codec.upper()], coding=Coding[opts.coding.upper()],
+            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed)
+        self.perceptual = make_perceptual_loss(opts.perceptual, self.engine.device)
+
+    def _rank_and_interval(self) -> tuple[int, int]:
+        """--rank/-g as given; otherwise the rate control's choice for -b:v; else the official 8 and 10."""
+        opts = self.options
+        if self.rate_control is None:
+            rank, interval = opts.rank or OFFICIAL_RANK, opts.interval or OFFICIAL_INTERVAL
+        else:
+            self.rate_control.warn_if_below_floor()
+            choice = self.rate_control.choose()
+            rank, interval = opts.rank or choice.rank, opts.interval or choice.interval
+        header = self.header
+        max_rank = min(header.cond_tokens, header.cond_dim, MAX_RANK)
+        if not 1 <= rank <= max_rank:
+            raise ValueError(f"--rank {rank}: model {self.generator.name} allows ranks 1..{max_rank}")
+        if not 1 <= interval <= MAX_KEYFRAME_INTERVAL:
+            raise ValueError(f"-g {interval}: keyframe intervals are 1..{MAX_KEYFRAME_INTERVAL}")
+        return rank, interval
+
+    def metadata(self) -> Metadata:
+        """The metadata unit every stream of this setup starts with: the encoder and its settings."""
+        settings, opts = self.settings, self.options
+        return Metadata((("encoder", f"libpromptus {__version__}"),
+                         ("settings", f"model={self.generator.name} rank={self.rank} interval={self.interval} "
+                                      f"iterations={settings.first_iterations}/{settings.iterations} "
+                                      f"latent_codec={opts.latent_codec} perceptual={self.perceptual.kind} "
+                                      f"seed={opts.seed}")))
+
+    def encoder(self, writer: StreamWriter, **callbacks) -> Encoder:
+        """An `Encoder` writing to `writer`, the interval adapted to -b:v unless -g fixed it;
+        `callbacks`: `Encoder`'s `stats`, `on_iteration`, `on_keyframe`, `on_checkpoint`."""
+        adapting = None if self.options.interval is not None else self.rate_control
+        return Encoder(writer, self.engine, self.latent_encoder, self.perceptual, self.settings,
+                       rate_control=adapting, **callbacks)
+
+    def open(self, sink: BinaryIO, **callbacks) -> Encoder:
+        """Start a new stream in `sink`: its prefix, header and metadata are written at once."""
+        writer = StreamWriter(sink, self.header)
+        writer.write(self.metadata())
+        return self.encoder(writer, **callbacks)
+
+
+def _fitting_precision(opts: EncodeOptions) -> str:
+    """`auto` fits in bf16 on CUDA (fp16's range is too narrow for the gradients) and fp32 on the CPU."""
+    if opts.precision != "auto":
+        return opts.precision
+    from ..engines.torch_engine import pick_device
+
+    return "bf16" if pick_device(opts.device).type == "cuda" else "fp32"
+
+
+def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False,
+           segment_seconds: float | None = None, jobs: int = 1, stats: TextIO | None = None,
+           on_start: Callable[[int | None, Fraction], None] | None = None,
+           on_iteration: Callable[[int, int, float], None] | None = None,
+           on_keyframe: Callable[[KeyframeReport], None] | None = None, **options) -> EncodeResult:
+    """Encode a video (any input PyAV reads) into a .pmt file; `options`: see `EncodeOptions`.
+
+    The encode holds `.OUTPUT.resume/` beside the output under an exclusive lock (a
+    second encode of the same output raises `OutputBusyError` at once), writes the
+    stream there with a checkpoint after every keyframe, and renames it to `output` when
+    complete: a failure never leaves a partial file under the output name. After an
+    interruption (Ctrl-C, a killed process) `resume=True` continues from the last
+    finished keyframe and gives the same bytes as an uninterrupted run, or refuses in
+    one line when the checkpoint does not match; any other failure removes the folder.
+    `segment_seconds` encodes closed segments of that length independently, `jobs` at a
+    time, and merges them. Callbacks: `on_start(frame_count or None, rate)`,
+    `on_iteration(keyframe, iteration, loss)`, `on_keyframe(KeyframeReport)`.
+    """
+    opts = EncodeOptions(**options)
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
+    if segment_seconds is not None and resume:
+        raise ValueError("--resume works per encode; a segmented encode restarts its unfinished segments")
+    callbacks = dict(stats=stats, on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe)
+    try:
+        with WorkDirectory(target) as work:   # first, so that a second encode of `output` fails at once
+            if segment_seconds is not None:
+                _discard_interrupted(work)
+                try:
+                    return _encode_segments(source, target, work.path, opts, segment_seconds, jobs, stats)
+                finally:
+                    work.remove()
+            return _encode_in(work, source, target, opts, resume, callbacks)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:   # a failed write (a full disk): name the output
+            raise OSError(err.errno, err.strerror, output) from None
+        raise
+
+
+def _encode_in(work: WorkDirectory, source: str, target: Path, opts: EncodeOptions, resume: bool,
+               callbacks: dict) -> EncodeResult:
+    """The encode without segments in `work` (held): afresh, or resumed from its checkpoint."""
+    resumed = None
+    if resume:
+        checkpoint = _checkpoint_to_resume(work, source, opts)
+        partial = work.path / _STREAM
+        if not partial.exists():
+            return _finished_result(target, checkpoint, work)
+        resumed = checkpoint, checkpoint.check_stream(partial.read_bytes(), str(partial))
+    else:
+        _discard_interrupted(work)
+    try:
+        return _encode_whole(source, target, work, opts, resumed, **callbacks)
+    except KeyboardInterrupt:
+        if not (work.path / _CHECKPOINT).exists():
+            work.remove()
+        raise
+    except BaseException:
+        work.remove()
+        raise
+
+
+def _checkpoint_to_resume(work: WorkDirectory, source: str, opts: EncodeOptions) -> Checkpoint:
+    """The interrupted encode's checkpoint, checked against this encode's input and options."""
+    path = work.path / _CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"{work.target}: nothing to resume (no checkpoint in {work.path})")
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.fingerprint != _fingerprint(source, opts):
+        raise CheckpointError(f"{work.target}: the input or options differ from the interrupted encode; "
+                              "start again without --resume")
+    return checkpoint
+
+
+def _discard_interrupted(work: WorkDirectory) -> None:
+    """Start afresh in `work`, saying so if an interrupted encode's files are thrown away."""
+    if work.files():
+        log.warning("discarding the interrupted encode in %s (--resume continues it)", work.path)
+        work.clear()
+
+
+def _finished_result(target: Path, checkpoint: Checkpoint, work: WorkDirectory) -> EncodeResult:
+    """`--resume` after a kill between the final rename and the clean-up: the output is already complete.
+
+    It is recognised by the checkpoint's stream prefix; anything else is refused.
+    """
+    try:
+        data = target.read_bytes()
+        checkpoint.check_stream(data, str(target))
+        stream = read_streams(io.BytesIO(data))[0]
+    except (OSError, ValueError):
+        raise CheckpointError(f"{target}: the checkpoint in {work.path} has lost its partial stream; "
+                              "start again without --resume") from None
+    log.info("%s: the interrupted encode had already finished; nothing to resume", target)
+    work.remove()
+    keyframes = [KeyframeReport(**k) for k in checkpoint.state["keyframes"]]
+    summary = EncodeSummary(stream.frame_count, checkpoint.state["scenes"], keyframes, len(data))
+    return EncodeResult.of(summary, _rate(stream.header), checkpoint.rank, checkpoint.interval)
+
+
+def _rate(header: SequenceHeader) -> Fraction:
+    return Fraction(header.fps_num, header.fps_den)
+
+
+class _CheckpointedStream:
+    """The partial stream in the work folder and the checkpoints that pin it.
+
+    Each checkpoint is saved after the stream's bytes are durable, with their length and
+    running SHA-256, in one atomic rename (`Checkpoint.save`).
+    """
+
+    def __init__(self, handle: BinaryIO, path: Path, fingerprint: str, rank: int, interval: int) -> None:
+        self.handle, self.path = handle, path
+        self.fingerprint, self.rank, self.interval = fingerprint, rank, interval
+        self.writer: StreamWriter | None = None
+        self._digest = hashlib.sha256()
+        self._hashed = 0                  # bytes of the partial stream in `_digest`
+
+    def resume(self, written: bytes) -> list:
+        """Continue the stream whose first bytes are `written`; return its units so far."""
+        self.handle.truncate(len(written))
+        self.handle.seek(len(written))
+        self.writer, units = StreamWriter.resume(self.handle, written)
+        self._digest.update(written)
+        self._hashed = len(written)
+        return units
+
+    def save(self, values: dict, arrays: dict) -> None:
+        """The encoder's `on_checkpoint`: the stream first, durably, then the checkpoint pointing into it."""
+        size = self.writer.size
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self._digest.update(os.pread(self.handle.fileno(), size - self._hashed, self._hashed))
+        self._hashed = size
+        Checkpoint(values, arrays, self.fingerprint, size, self._digest.hexdigest(), self.rank,
+                   self.interval).save(self.path)
+
+
+def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOptions,
+                  resumed: tuple[Checkpoint, bytes] | None, *, stats, on_start, on_iteration,
+                  on_keyframe) -> EncodeResult:
+    """The encode of `encode` without segments, in `work` (held); `resumed`: a checked
+    checkpoint and the partial stream's bytes it was taken with."""
+    from ..io.video_input import open_video
+
+    stream_path = work.path / _STREAM
+    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
+                    fit=opts.fit, rate=opts.rate) as reader:
+        info = reader.info
+        frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
+        setup = EncoderSetup(opts, width=info.width, height=info.height, rate=info.rate, frame_count=frame_count)
+        if on_start is not None:
+            on_start(frame_count, info.rate)
+        handle = io.open(stream_path, "r+b" if resumed is not None else "w+b")  # noqa: SIM115 - closed below
+        with handle:
+            partial = _CheckpointedStream(handle, work.path / _CHECKPOINT, _fingerprint(source, opts), setup.rank,
+                                          setup.interval)
+            callbacks = dict(stats=stats, on_iteration=on_iteration, on_keyframe=on_keyframe,
+                             on_checkpoint=partial.save)
+            skip = opts.skip_frames
+            if resumed is None:
+                encoder = setup.open(handle, **callbacks)
+                partial.writer = encoder.writer
+            else:
+                checkpoint, written = resumed
+                units = partial.resume(written)
+                encoder = setup.encoder(partial.writer, **callbacks)
+                encoder.restore(checkpoint.state, checkpoint.arrays, units)
+                skip += checkpoint.state["next_frame"]
+            for index, frame in enumerate(reader.frames()):
+                if index >= skip:
+                    encoder.push(frame)
+            if encoder.summary.scenes == 0:
+                raise ValueError(f"{source}: no frames to encode")
+            summary = encoder.finish()
+        # Renamed while the checkpoint still exists: a kill before the clean-up leaves
+        # a complete output that `--resume` recognises (`_finished_result`).
+        publish(stream_path, target)
+        work.remove()
+    return EncodeResult.of(summary, _rate(setup.header), setup.rank, setup.interval)
+
+
+def _fingerprint(source: str, opts: EncodeOptions) -> str:
+    """What must not change between an interrupted encode and its resumption."""
+    try:
+        stat = os.stat(source)
+        identity = [os.path.abspath(source), stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        identity = [source]
+    text = json.dumps([identity, {k: str(v) for k, v in asdict(opts).items()}], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _start_worker(log_level: int, threads: int | None) -> None:
+    """A segment worker process: the parent's verbosity for the library's log, its share of the cores."""
+    logging.getLogger("libpromptus").setLevel(log_level)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _encode_segment(source: str, output: str, options: dict) -> EncodeSummary:
+    """One segment of a segmented encode."""
+    return encode(source, output, overwrite=True, **options).summary
+
+
+def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions, segment_seconds: float, jobs: int,
+                     stats: TextIO | None) -> EncodeResult:
+    """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) in the
+    folder `work` and merge them into one stream: each segment starts a scene with its own
+    first-frame latent."""
+    from ..io.video_input import open_video
+
+    if segment_seconds <= 0 or jobs < 1:
+        raise ValueError("--segment-seconds must be positive and --jobs at least 1")
+    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
+                    fit=opts.fit, rate=opts.rate) as reader:
+        rate = reader.info.rate
+        total = reader.info.frame_count
+        if total is None:
+            total = sum(1 for _ in reader.frames())
+    length = max(1, round(segment_seconds * rate))
+    starts = list(range(0, total, length))
+    if not starts:
+        raise ValueError(f"{source}: no frames to encode")
+    base = {k: v for k, v in asdict(opts).items() if k not in ("max_frames", "skip_frames")}
+    tasks = []
+    for number, first in enumerate(starts):
+        count = min(length, total - first)
+        limit = first + count if opts.max_frames is None else min(first + count, opts.max_frames)
+        tasks.append((source, str(work / f"{number:05d}.pmt"), {**base, "max_frames": limit, "skip_frames": first}))
+    if jobs == 1:
+        summaries = [_encode_segment(*task) for task in tasks]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        level = logging.getLogger("libpromptus").getEffectiveLevel()
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_start_worker, initargs=(level, threads)) as pool:
+            summaries = list(pool.map(_encode_segment, *zip(*tasks)))
+    segments = [read_streams(task[1])[0] for task in tasks]
+    temporary = work / "merged.pmt"
+    with io.open(temporary, "wb") as sink:
+        settings = dict(segments[0].metadata).get("settings", "")
+        size = merge_streams(segments, sink, metadata=Metadata((
+            ("encoder", f"libpromptus {__version__}"),
+            ("settings", f"{settings} segment_seconds={segment_seconds}".strip()))))
+    if stats is not None:
+        for first, summary in zip(starts, summaries):
+            for report in summary.keyframes:
+                record = {"keyframe": report.frame_index + first,
+                          "frames": [report.first_frame + first, report.frame_index + first],
+                          "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
+                          "bytes": report.bytes, "psnr": stats_psnr(report.psnr), "segment_start": first}
+                stats.write(json.dumps(record) + "\n")
+    publish(temporary, target)
+    keyframes = [k for s in summaries for k in s.keyframes]
+    merged = EncodeSummary(total, sum(len(s.scenes) for s in segments), keyframes, size)
+    return EncodeResult.of(merged, rate, segments[0].scenes[0].keyframes[0].unit.rank, length)

@@ -1,0 +1,50 @@
+"""`RateController`: the fixed-cost estimate, the -b:v floor, the first choice and the
+interval adapted after each keyframe, with exact values."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from libpromptus.bitstream.limits import MAX_KEYFRAME_INTERVAL
+from libpromptus.encoder.ratecontrol import RateController, choose
+from libpromptus.process.profiles import TINY
+
+# 32x32 at 30 fps: a 4x4x4 latent, 64 values
+HEADER = TINY.sequence_header(width=32, height=32, fps_num=30, fps_den=1, frame_count=90)
+
+
+def test_fixed_bytes_and_floor():
+    control = RateController(100_000, HEADER, frames=90)
+    # prefix 10 + header 100 + metadata 200 + latent 64·7/8 + 64 + closing 18 + margin 8
+    assert control.fixed_bytes == 456
+    assert control.floor_bps() == 456 * 8 * 30 / 90
+    assert RateController(100_000, HEADER, frames=90, latent_codec="f32").fixed_bytes == 456 - 56 + 256
+
+
+def test_an_unknown_length_plans_for_ten_seconds():
+    control = RateController(100_000, HEADER, frames=None)
+    assert control.planned_frames == 300
+    assert control.choose() == choose(100_000, frames=300, rate=30.0, fixed_bytes=456, cond_tokens=77, cond_dim=1024)
+
+
+def test_the_floor_warning_quotes_the_bitrate_as_written(caplog):
+    with caplog.at_level(logging.WARNING, logger="libpromptus"):
+        RateController(1_000, HEADER, frames=90).warn_if_below_floor()
+        RateController(2_000, HEADER, frames=90).warn_if_below_floor()
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("-b:v 1k is below what 90 frames cost before any keyframe")
+    assert "1.2 kbit/s" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("bitrate, frames, expected", [
+    (10_000, 90, 7),          # (3750 - 1057) / 213 = 12.6 -> 13 keyframes for 80 frames
+    (100_000, 90, 1),         # plenty: a keyframe every frame
+    (10_000, None, 21),       # unknown length: (1057 + 213) / 41.67 - 10 frames
+    (10_000, 10, 21),         # past the expected length: spent per frame, as unknown
+    (1_000, 90, MAX_KEYFRAME_INTERVAL),   # nothing affordable: the longest interval
+])
+def test_next_interval(bitrate, frames, expected):
+    control = RateController(bitrate, HEADER, frames=frames)
+    # 1000 bytes written, 2 keyframes and 1 scene so far, the last keyframe 200 bytes, 10 frames done
+    assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1) == expected
