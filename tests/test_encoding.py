@@ -16,10 +16,8 @@ import json
 import logging
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import encoding_helpers
 import numpy as np
 import pytest
@@ -40,6 +38,7 @@ import libpromptus.encoder.encoder as encoding_module
 from libpromptus import encode
 from libpromptus.decoder.decoding import decode_frames
 from libpromptus.encoder.ratecontrol import describe_bitrate, parse_bitrate
+from libpromptus.io import samples
 from libpromptus.io.samples import sample_frames, write_sample
 from libpromptus.io.video_input import open_video
 from libpromptus.process.quality import psnr
@@ -53,15 +52,7 @@ tiny, workdir = encoding_helpers.tiny, encoding_helpers.workdir
 
 def write_y4m(path: Path, frames: list[np.ndarray], rate: int = RATE) -> Path:
     """Frames (RGB uint8) to a lossless 4:4:4 y4m file, as `write_sample` writes the sample clip."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w", format="yuv4mpegpipe") as container:
-        stream = container.add_stream("rawvideo", rate=Fraction(rate))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    samples.write_y4m(str(path), frames, rate)
     return path
 
 
