@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from ..bitstream import InvalidDataError
+from ..io import network
 from ..io.files import TemporaryOutput
 from ..io.pipes import is_stdin, is_stdout
 
@@ -60,12 +61,39 @@ def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def open_input(name: str) -> Iterator[BinaryIO]:
-    """Open a file, or standard input for `-`/`pipe:`."""
+    """Open a file, standard input for `-`/`pipe:`, or a URL: http(s):// (read as it
+    downloads), tcp://HOST:PORT or tcp://HOST:PORT?listen (`libpromptus.io.network`)."""
     if is_stdin(name):
         yield sys.stdin.buffer
         return
+    if network.is_url(name):
+        with network.open_input(name) as handle:
+            yield handle
+        return
     with open(name, "rb") as handle:
         yield handle
+
+
+@contextmanager
+def open_output(name: str) -> Iterator[BinaryIO]:
+    """A live output: standard output for `-`/`pipe:`, or tcp://HOST:PORT[?listen].
+
+    The stream ends cleanly when the block does; on a failure a connection is reset, so
+    the reader sees an error rather than a shorter stream.
+    """
+    if is_stdout(name):
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    if not network.is_url(name):
+        raise CommandError(f"{name}: not a live output (give -, pipe: or tcp://HOST:PORT[?listen])")
+    sink = network.open_output(name)
+    try:
+        yield sink
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
 
 
 @contextmanager
@@ -73,11 +101,11 @@ def atomic_output(name: str, overwrite: bool | None) -> Iterator[BinaryIO]:
     """Write to a private temporary file beside `name` and rename it into place on success.
 
     On any failure the temporary file is removed, so no partial output is ever left
-    (`libpromptus.io.files.TemporaryOutput`). `-`/`pipe:` writes to standard output instead.
+    (`libpromptus.io.files.TemporaryOutput`). `-`/`pipe:` and tcp:// write live instead (`open_output`).
     """
-    if is_stdout(name):
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+    if is_stdout(name) or network.is_url(name):
+        with open_output(name) as sink:
+            yield sink
         return
     if Path(name).exists() and not overwrite:
         raise CommandError(f"{name}: already exists (use -y to overwrite)")
