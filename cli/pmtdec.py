@@ -33,7 +33,8 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="pmtdec", description="Decode a Promptus .pmt file.")
     parser.add_argument("-i", dest="input", required=True, metavar="IN", help="input .pmt file, or - for stdin")
     parser.add_argument("output", nargs="?", metavar="OUTPUT",
-                        help="output: .mkv (FFV1), .mp4/.mov (H.264 RGB), .y4m, out/%%05d.png, or - for stdout")
+                        help="output: .mkv (FFV1, lossless), .mp4/.mov (H.264 yuv420p, CRF 17), .y4m, "
+                             "out/%%05d.png, or - for stdout")
     parser.add_argument("--dump-prompts", metavar="OUT.npz",
                         help="also write every frame's composed conditioning (float32 [frames, T, D]) to an .npz")
     parser.add_argument("--verify", action="store_true",
@@ -61,9 +62,12 @@ def _parser() -> ArgumentParser:
     frames.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, metavar="N",
                         help="number of frames to output")
     output = parser.add_argument_group("output")
-    output.add_argument("-c:v", "-vcodec", dest="codec", default=None, help="video encoder (default: lossless)")
-    output.add_argument("-crf", type=int, default=None, help="constant rate factor for x264/x265-style encoders")
-    output.add_argument("-pix_fmt", default=None, help="pixel format of the encoder")
+    output.add_argument("-c:v", "-vcodec", dest="codec", default=None,
+                        help="video encoder (default: by OUTPUT; another starts from its own defaults, as in FFmpeg; "
+                             "lossless .mp4: -c:v libx264rgb -crf 0)")
+    output.add_argument("-crf", type=int, default=None,
+                        help="constant rate factor for x264/x265-style encoders (.mp4/.mov default 17)")
+    output.add_argument("-pix_fmt", default=None, help="pixel format of the encoder (.mp4/.mov default yuv420p)")
     output.add_argument("-f", dest="format", choices=("yuv4mpegpipe", "rawvideo"), default=None,
                         help="format on standard output: yuv4mpegpipe (default) or rawvideo (rgb24)")
     add_progress_flags(output)
