@@ -309,6 +309,31 @@ def _padded_leb128(value: int) -> bytes:
     return bytes(coded) + b"\x00"
 
 
+def _without_unit(position: int) -> Callable[[], bytes]:
+    """The base stream's bytes without its unit at `position` (nothing rebuilt)."""
+    def build() -> bytes:
+        data, offsets = base_stream(), _unit_offsets(base_stream())
+        return data[:offsets[position]] + data[offsets[position + 1]:]
+    return build
+
+
+def _last_keyframe_moved() -> bytes:
+    """The last keyframe at frame 4, not 5, with the index and end-of-stream units written for 5."""
+    parts = list(base_units())
+    parts[KEY5] = dataclasses.replace(parts[KEY5], frame_index=4)
+    return assemble(parts, index=Index(tuple(_seek_points())),
+                    end=EndOfStream(6, _unit_offsets(base_stream())[INDEX_UNIT]))
+
+
+def _second_stream_header(**changes) -> Callable[[], bytes]:
+    """The base stream followed by a stream whose sequence header has fields changed (index and end rebuilt)."""
+    def build() -> bytes:
+        spec = StreamSpec(seed=2100, scenes=(SceneSpec(gaps=(2,), rank=1),), width=16, height=16)
+        header, units = spec_units(spec)
+        return base_stream() + assemble([dataclasses.replace(header, **changes), *units])
+    return build
+
+
 def _plus_one(word: bytes) -> bytes:
     return struct.pack("<I", (struct.unpack("<I", word)[0] + 1) & 0xFFFFFFFF)
 
@@ -325,6 +350,8 @@ INVALID: tuple[InvalidCase, ...] = (
           _bytes(lambda d: d[:4] + d[5:])),
     InvalidCase("SIGNATURE_C_1", "bad_signature", "four zero bytes after the end-of-stream unit",
           _bytes(lambda d: d + bytes(4))),
+    InvalidCase("SIGNATURE_D_1", "bad_signature", "the bytes 0x8A 'P' 'X' after the end-of-stream unit: they differ "
+          "from the signature before the input ends (not a signature cut short)", _bytes(lambda d: d + b"\x8aPX")),
     InvalidCase("MAJOR_A_1", "unsupported_version", "version_major 2", _bytes(lambda d: d[:8] + b"\x02" + d[9:])),
     InvalidCase("TRUNCATED_A_1", "truncated", "the input ends inside a keyframe unit",
           lambda: _split_at(KEY2)[0] + _split_at(KEY2)[1][:40]),
@@ -332,6 +359,10 @@ INVALID: tuple[InvalidCase, ...] = (
     InvalidCase("TRUNCATED_C_1", "truncated", "a second stream that ends inside its signature",
           _bytes(lambda d: d + SIGNATURE[:5])),
     InvalidCase("TRUNCATED_D_1", "truncated", "an empty file", lambda: b""),
+    InvalidCase("TRUNCATED_E_1", "truncated", "the input ends inside a unit_size, after its first byte 0x84",
+          lambda: _split_at(START0)[0] + bytes((int(UnitType.SCENE_START),)) + b"\x84"),
+    InvalidCase("TRUNCATED_F_1", "truncated", "a second stream's signature and version, then the input ends "
+          "(before its end-of-stream unit)", _bytes(lambda d: d + SIGNATURE + b"\x01\x00")),
     InvalidCase("CRC_A_1", "crc_mismatch", "one payload bit of a keyframe flipped",
           _bytes(lambda d: _flip(d, _unit_offsets(d)[KEY0] + 30))),
     InvalidCase("CRC_B_1", "crc_mismatch", "the end-of-stream unit's CRC-32C altered", _bytes(lambda d: _flip(d, -1))),
@@ -342,15 +373,30 @@ INVALID: tuple[InvalidCase, ...] = (
           lambda: _split_at(START0)[0] + bytes((int(UnitType.SCENE_START),)) + _SIZE_PAST_CAP),
     InvalidCase("UNITSIZE_B_1", "size_limit", "a unit_size coded in 5 leb128 bytes",
           lambda: _split_at(START0)[0] + bytes((int(UnitType.SCENE_START),)) + b"\x80\x80\x80\x80\x01"),
+    InvalidCase("UNITSIZE_C_1", "size_limit", "a scene cut's unit_size coded in 5 bytes 0x84 0x80 0x80 0x80 0x00: "
+          "the 4th byte's high bit is size_limit, before the redundant 0x00 is read",
+          lambda: _split_at(CUT3)[0] + _raw_unit(int(UnitType.SCENE_CUT), b"\x84\x80\x80\x80\x00", struct.pack("<I", 3))
+          + _split_at(START3)[1]),
     InvalidCase("LEB128_A_1", "noncanonical_leb128", "the unit_size of a scene cut coded as 0x84 0x00",
           lambda: _split_at(CUT3)[0] + _raw_unit(int(UnitType.SCENE_CUT), b"\x84\x00", struct.pack("<I", 3))
           + _split_at(START3)[1]),
     InvalidCase("LEB128_B_1", "noncanonical_leb128", "a metadata key_size coded as 0x87 0x00",
           _metadata(b"\x01\x87\x00encoder" + _text("libpromptus conformance"))),
+    InvalidCase("LEB128_C_1", "size_limit", "a metadata entry_count coded in 5 bytes 0x81 0x80 0x80 0x80 0x00: "
+          "payload leb128() values end within 4 bytes too",
+          _metadata(b"\x81\x80\x80\x80\x00" + _text("encoder") + _text("libpromptus conformance"))),
+    InvalidCase("LEB128_D_1", "noncanonical_leb128", "a metadata key_size of 65 coded as 0xC1 0x00: the form is "
+          "checked before the cap", _metadata(b"\x01\xc1\x00" + b"k" * 65 + _text("v"))),
     # §3 unit types
     InvalidCase("UNITTYPE_A_1", "bad_field", "a unit of type 0", _insert(START0, _raw_unit(0, b"\x00", b""))),
     InvalidCase("UNITTYPE_B_1", "unsupported_unit", "a unit of reserved type 100 with may_ignore 0",
           _insert(START0, _raw_unit(100, b"\x00", b""))),
+    InvalidCase("UNITTYPE_C_1", "bad_field", "a unit of type 0 with may_ignore 1",
+          _insert(START0, _raw_unit(0x80, b"\x00", b""))),
+    InvalidCase("UNKNOWN_C_1", "bad_unit_order", "an ignorable unit of reserved type 8 before the sequence header",
+          _insert(HEADER, _raw_unit(0x80 | 8, b"\x00", b""))),
+    InvalidCase("UNKNOWN_D_1", "bad_unit_order", "an ignorable unit of reserved type 9 between the index and the "
+          "end-of-stream unit", _insert(END_UNIT, _raw_unit(0x80 | 9, b"\x00", b""))),
     InvalidCase("UNKNOWN_B_1", "bad_unit_order", "an ignorable unit of reserved type 8 between a scene cut and its "
           "scene start", _units(lambda p: p[:START3] + [UnknownUnit(8, b"")] + p[START3:])),
     InvalidCase("MAYIGNORE_A_1", "bad_field", "a keyframe with may_ignore 1", _payload(KEY0, lambda p: p, may_ignore=True)),
@@ -467,6 +513,8 @@ INVALID: tuple[InvalidCase, ...] = (
     InvalidCase("FRAMECOUNT_D_1", "bad_field", "total_frames 0", _end(frame_count=0)),
     InvalidCase("FRAMECOUNT_E_1", "size_limit", "total_frames 2^31", _end(frame_count=1 << 31)),
     InvalidCase("FRAMECOUNT_F_1", "frame_count_mismatch", "total_frames 5 for a stream of 6 frames", _end(frame_count=5)),
+    InvalidCase("FRAMECOUNT_G_1", "frame_count_mismatch", "the last keyframe at frame 4, the index and end units "
+          "written for frame 5: rule 7 (total_frames 6) is checked before rule 8 (the index)", _last_keyframe_moved),
     InvalidCase("INDEX_B_1", "bad_index", "an index entry of unit type 3", _index(_entry(3, unit_type=3))),
     InvalidCase("INDEX_C_1", "bad_index", "an index entry's offset one byte off", _index(_entry(2, offset_by=1))),
     InvalidCase("INDEX_D_1", "bad_index", "an index without its last entry", _index(lambda e: e[:-1])),
@@ -477,6 +525,8 @@ INVALID: tuple[InvalidCase, ...] = (
           _units(lambda p: p, index=False, end=EndOfStream(6, 100))),
     InvalidCase("INDEX_H_1", "size_limit", "an index entry_count of 2^21 + 1, above its cap (the payload ends "
           "after the count)", _index_count_past_cap),
+    InvalidCase("INDEX_I_1", "bad_index", "the last keyframe unit removed, index and end units kept: the index "
+          "lists 6 entries for 5 seek points, found at the index unit (before total_frames)", _without_unit(KEY5)),
     # §10 metadata
     InvalidCase("METADATA_B_1", "size_limit", "257 metadata entries",
           _field(META, entries=tuple((f"k{n}", "") for n in range(257)))),
@@ -488,6 +538,10 @@ INVALID: tuple[InvalidCase, ...] = (
     InvalidCase("METADATA_G_1", "size_limit", "a metadata value of 4097 bytes", _field(META, entries=(("k", "x" * 4097),))),
     InvalidCase("METADATA_H_1", "bad_field", "a metadata value that is not UTF-8 (0xFF)",
           _metadata(b"\x01" + _text("encoder") + b"\x01\xff")),
+    InvalidCase("METADATA_I_1", "bad_field", "a metadata value holding a UTF-8-coded surrogate (0xED 0xA0 0x80)",
+          _metadata(b"\x01" + _text("encoder") + b"\x03\xed\xa0\x80")),
+    InvalidCase("METADATA_J_1", "bad_field", "a metadata value holding an overlong UTF-8 form of '/' (0xC0 0xAF)",
+          _metadata(b"\x01" + _text("encoder") + b"\x02\xc0\xaf")),
     # §2.1 concatenation
     InvalidCase("CONCAT_B_1", "stream_mismatch", "a second stream of another width (32, not 16)", _second_stream(width=32)),
     InvalidCase("CONCAT_C_1", "stream_mismatch", "a second stream at 25 fps, not 30", _second_stream(fps_num=25)),
@@ -499,6 +553,8 @@ INVALID: tuple[InvalidCase, ...] = (
           _second_stream(size_multiple=32)),
     InvalidCase("CONCAT_G_1", "stream_mismatch", "a second stream with full_range 0, not 1",
           _second_stream(full_range=False)),
+    InvalidCase("CONCAT_H_1", "bad_field", "a second stream of width 0: its header's own checks come before the "
+          "comparison with the first stream's", _second_stream_header(width=0)),
     # §9 coded_symbols()
     InvalidCase("ENTROPY_A_1", "bad_field", "a coded block's model_type 3", _block(KEY2, 0, lambda b, n: b"\x03" + b[1:])),
     InvalidCase("ENTROPY_B_1", "bad_field", "a coded block's center 65281",

@@ -95,7 +95,7 @@ def copy_stream(name: str, folder: Path) -> Path:
 def test_the_suite_has_every_stream_of_the_catalogue():
     assert [p.stem for p in VALID_STREAMS] == sorted(case.name for case in VALID)
     assert [p.stem for p in INVALID_STREAMS] == sorted(case.name for case in INVALID)
-    assert len(VALID_STREAMS) == 43 and len(INVALID_STREAMS) == 134
+    assert len(VALID_STREAMS) == 43 and len(INVALID_STREAMS) == 148
     names = [p.stem for p in (*VALID_STREAMS, *INVALID_STREAMS)]
     assert len(set(names)) == len(names)
     assert all(NAME.match(name) for name in names), [n for n in names if not NAME.match(n)]
@@ -118,7 +118,7 @@ def test_manifest_lists_every_file_with_its_sha256():
         digest, path = line.split("  ")
         listed[path] = digest
     files = [p for p in SUITE.rglob("*") if p.is_file() and p.name != MANIFEST]
-    assert len(listed) == len(files) == 3 * 43 + 2 * 134
+    assert len(listed) == len(files) == 3 * 43 + 2 * 148
     for path in files:
         assert listed[path.relative_to(SUITE).as_posix()] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -227,7 +227,7 @@ def test_canonical_conditioning_is_the_decoders_up_to_rounding(stream):
 
 
 def test_runner_passes_every_valid_stream_at_both_tiers(report):
-    assert report["summary"] == "177 passed, 0 failed"
+    assert report["summary"] == "191 passed, 0 failed"
     for path in VALID_STREAMS:
         assert_tier2_pass(report[path.stem], path.stem)
 
@@ -349,12 +349,12 @@ def test_regeneration_is_byte_identical(tmp_path):
     """Every stream, `.res` and tier-1 expectation byte for byte; the tier-2 reference frames
     (decoded on one CPU thread in fp32) within Annex B's threshold, since fp32 kernels
     differ between processors, and each expectation's tier-2 md5 is its regenerated frames'."""
-    assert generate(tmp_path) == (43, 134)
+    assert generate(tmp_path) == (43, 148)
     made = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     committed = {p.relative_to(SUITE).as_posix(): p.read_bytes() for p in SUITE.rglob("*") if p.is_file()}
     assert made.keys() == committed.keys()
     exact = [name for name in made if name.endswith((".pmt", ".res"))]
-    assert len(exact) == 43 + 2 * 134 and [n for n in exact if made[n] != committed[n]] == []
+    assert len(exact) == 43 + 2 * 148 and [n for n in exact if made[n] != committed[n]] == []
     listed = {path: digest for digest, path in (line.split("  ") for line in made["SHA256SUMS"].decode().splitlines())}
     assert listed == {n: hashlib.sha256(data).hexdigest() for n, data in made.items() if n != "SHA256SUMS"}
     for name in (n for n in made if n.endswith(".json")):
