@@ -8,9 +8,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
+from collections.abc import Iterator
 
-from ..decoder.decoder import read_input
+from ..bitstream import ReadUnit, SequenceHeader, Stream, read_streams
+from ..decoder.decoder import read_arriving, read_input
 from ..decoder.prompt_dump import write_prompt_dump
 from ..io.pipes import is_stdin, is_stdout
 from .common import (
@@ -89,13 +93,25 @@ def _main(argv: list[str]) -> int:
             and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
     with open_input(args.input) as handle:
-        streams, _ = read_input(handle, conceal=args.conceal)
-    if args.dump_prompts is not None:
-        with atomic_output(args.dump_prompts, args.overwrite) as sink:
-            count = write_prompt_dump(streams, sink)
-        logging.info("wrote the conditioning of %d frames to %s", count, args.dump_prompts)
-    if args.output is not None:
-        _decode_video(streams, args)
+        total = None
+        if not args.conceal and _is_regular_file(handle):
+            # a file is checked whole first, without keeping its values (memory stays bounded
+            # whatever the file declares), so a bad file fails before the model loads
+            total = sum(s.frame_count for s in read_streams(handle, values=False))
+            handle.seek(0)
+        if args.conceal or args.dump_prompts is not None or args.start_frame:
+            # concealment scans the whole input, the dump declares its frame count first, and
+            # --start-frame skips the scenes it does not need: these read the input first
+            streams, _ = read_input(handle, conceal=args.conceal)
+            if args.dump_prompts is not None:
+                with atomic_output(args.dump_prompts, args.overwrite) as sink:
+                    count = write_prompt_dump(streams, sink)
+                logging.info("wrote the conditioning of %d frames to %s", count, args.dump_prompts)
+            if args.output is not None:
+                _decode_video(args, streams[0].header, sum(s.frame_count for s in streams), streams=streams)
+        else:
+            header, units = read_arriving(handle)
+            _decode_video(args, header, total, units=units)
     return 0
 
 
@@ -115,29 +131,43 @@ def _verify(args) -> int:
                   precision=args.precision)
 
 
-def _decode_video(streams, args) -> None:
+def _is_regular_file(handle) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):     # a pipe's or a socket's reader, a download
+        return False
+
+
+def _decode_video(args, header: SequenceHeader, total: int | None, *, streams: list[Stream] | None = None,
+                  units: Iterator[ReadUnit] | None = None) -> None:
+    """Decode to the video output: whole `streams` read already, or `units` as they arrive
+    (the frames of each interval are written as soon as its closing keyframe is in);
+    `total`: the input's frame count, None while it is still arriving."""
     from fractions import Fraction
     from pathlib import Path
 
     from ..decoder.decoder import Decoder
     from ..io.video_output import VideoWriter, output_format
 
-    header = streams[0].header
-    total = sum(s.frame_count for s in streams)
-    if args.start_frame >= total:
-        raise CommandError(f"--start-frame {args.start_frame}: the stream has {total} frames")
-    wanted = total - args.start_frame if args.frames is None else min(args.frames, total - args.start_frame)
+    if total is not None:
+        if args.start_frame >= total:
+            raise CommandError(f"--start-frame {args.start_frame}: the stream has {total} frames")
+        wanted = total - args.start_frame if args.frames is None else min(args.frames, total - args.start_frame)
+    else:                          # arriving: the header's count, when it declares one, is a guess for the bar
+        wanted = args.frames
     if not args.overwrite and not is_stdout(args.output) and "%" not in args.output \
             and Path(args.output).exists():
         raise CommandError(f"{args.output}: already exists (use -y to overwrite)")
     decoder = Decoder(header, model=args.model, engine=args.engine, device=args.device, precision=args.precision,
                       force_model=args.force_model)
-    logging.info("decoding %d frames %dx%d with %s on %s (%s, batch %d)", wanted, header.width, header.height,
-                 decoder.generator.name, decoder.engine.device, decoder.engine.name, args.batch)
+    logging.info("decoding %s frames %dx%d with %s on %s (%s, batch %d)",
+                 "the" if wanted is None else wanted, header.width, header.height, decoder.generator.name,
+                 decoder.engine.device, decoder.engine.name, args.batch)
     rate = Fraction(header.fps_num, header.fps_den)
     fmt = output_format(args.output, format=args.format, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt)
     show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
-    progress = Progress(wanted, rate, target=args.progress, bar=show_bar)
+    progress = Progress(wanted if wanted is not None else header.frame_count or None, rate, target=args.progress,
+                        bar=show_bar)
     try:
         writer = VideoWriter(args.output, header.width, header.height, rate, fmt, overwrite=bool(args.overwrite))
     except BaseException:
@@ -145,7 +175,9 @@ def _decode_video(streams, args) -> None:
         raise
     finished = False
     try:
-        for frame in decoder.decode(streams, batch=args.batch, start_frame=args.start_frame, frame_count=wanted):
+        frames = (decoder.decode(streams, batch=args.batch, start_frame=args.start_frame, frame_count=wanted)
+                  if streams is not None else decoder.decode_units(units, batch=args.batch, frame_count=wanted))
+        for frame in frames:
             writer.write(frame.image)
             progress.advance()
         writer.close()

@@ -12,12 +12,14 @@ from fractions import Fraction
 from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..encoder.promptus_dir import import_promptus_dir
+from ..io import network
 from ..io.pipes import is_stdin, is_stdout
 from .common import (
     ArgumentParser,
     CommandError,
     add_common_flags,
     add_overwrite_flags,
+    open_output,
     add_progress_flags,
     atomic_output,
     run,
@@ -25,7 +27,8 @@ from .common import (
 )
 from .progress import Progress
 
-INPUT_FORMATS = ("video", "promptus-dir")
+#: -f: the input's format; `pmt` names the output's instead (as FFmpeg's -f before an output), the input being video
+INPUT_FORMATS = ("video", "promptus-dir", "pmt")
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -46,7 +49,8 @@ def _parser() -> ArgumentParser:
     parser.add_argument("-i", dest="input", required=True, metavar="IN",
                         help="input video (file, frames/%%05d.png, - for y4m on stdin) or prompt directory")
     parser.add_argument("-f", dest="format", choices=INPUT_FORMATS, default="video", help="input format")
-    parser.add_argument("output", metavar="OUT.pmt", help="output file (- for standard output with -f promptus-dir)")
+    parser.add_argument("output", metavar="OUT.pmt", help="output file, or - / pipe:1 for standard output, or tcp://HOST:PORT[?listen] (live: "
+                             "each unit is written as soon as it is final)")
     source = parser.add_argument_group("input")
     source.add_argument("-r", dest="rate", default=None, help="frame rate (default: the input's; 30 for prompt dirs)")
     source.add_argument("-ss", dest="start", type=float, default=None, help="start time in seconds")
@@ -135,11 +139,15 @@ def _refuse_pmt_input(name: str) -> None:
 def _encode_video(args) -> int:
     _refuse_pmt_input(args.input)
     from ..api import encode
+    from ..encoder.job import encode_stream
     from ..encoder.ratecontrol import parse_bitrate
     from ..io.video_input import parse_size
 
-    if is_stdout(args.output):
-        raise CommandError("video encoding writes a file (the index needs the whole stream); give OUT.pmt")
+    live = is_stdout(args.output) or network.is_url(args.output)
+    if live and (args.resume or args.segment_seconds is not None):
+        raise CommandError("--resume and --segment-seconds need a file output: a live stream cannot be taken back")
+    if live and args.progress is not None and is_stdout(args.progress):
+        raise CommandError("-progress pipe:1 and the stream on standard output would mix; use -progress pipe:2")
     iterations = args.iterations
     first = args.first_iterations if args.first_iterations is not None else iterations
     for name, value in (("--iterations", iterations), ("--first-iterations", first), ("--rank", args.rank),
@@ -180,9 +188,13 @@ def _encode_video(args) -> int:
 
     finished = False
     try:
-        result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume,
-                        segment_seconds=args.segment_seconds, jobs=args.jobs, stats=stats, on_start=on_start,
-                        on_iteration=on_iteration, on_keyframe=on_keyframe, **options)
+        callbacks = dict(stats=stats, on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe)
+        if live:
+            with open_output(args.output) as sink:
+                result = encode_stream(args.input, sink, **callbacks, **options)
+        else:
+            result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume,
+                            segment_seconds=args.segment_seconds, jobs=args.jobs, **callbacks, **options)
         finished = True
     finally:
         if stats is not None:
@@ -191,7 +203,7 @@ def _encode_video(args) -> int:
             progress.close(finished=finished)
     psnrs = [p for k in result.summary.keyframes for p in k.psnr]
     logging.info("wrote %s: %d frames, %d bytes, %.1f kbit/s (rank %d, keyframe interval %d), PSNR %.2f dB",
-                 args.output, result.frames, result.bytes, result.bitrate_bps / 1000, result.rank, result.interval,
+                 "stdout" if is_stdout(args.output) else network.redact(args.output), result.frames, result.bytes, result.bitrate_bps / 1000, result.rank, result.interval,
                  sum(psnrs) / len(psnrs))
     return 0
 

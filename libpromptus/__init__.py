@@ -43,6 +43,8 @@ _EXPORTS = {
     "PromptDirectoryError": "libpromptus.errors",
     "CheckpointError": "libpromptus.errors",
     "OutputBusyError": "libpromptus.errors",
+    "NetworkError": "libpromptus.io.network",
+    "NetworkTimeoutError": "libpromptus.io.network",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         PromptusError,
         VideoInputError,
     )
+    from .io.network import NetworkError, NetworkTimeoutError
 
 
 def __getattr__(name: str):

@@ -8,12 +8,13 @@ are imported when a `Decoder` is made), so `read_input` serves model-free tools 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..bitstream import SequenceHeader, Stream, read_streams
+from ..bitstream import ReadUnit, SequenceHeader, Stream, read_streams, read_units
 from ..engines import DEFAULT_BATCH, create_engine
 from ..errors import ModelMismatchError
 
@@ -43,6 +44,19 @@ def read_input(source: BinaryIO | str | os.PathLike, *,
     for note in report.notes:
         log.warning("%s", note)
     return streams, report
+
+
+def read_arriving(source: BinaryIO | str | os.PathLike) -> tuple[SequenceHeader, Iterator[ReadUnit]]:
+    """The first sequence header of `source` and an iterator over all its units, that
+    header's included, each read and checked only as it arrives (a pipe, a socket).
+
+    Nothing is read ahead: the caller can generate an interval's frames as soon as its
+    closing keyframe is in. A bad unit raises `InvalidDataError` when the iteration
+    reaches it, after the units before it were handed on.
+    """
+    units = read_units(source)
+    first = next(units)
+    return first.unit, itertools.chain([first], units)
 
 
 def decoder_model(model: str | None, header: SequenceHeader) -> str:
@@ -108,3 +122,12 @@ class Decoder:
         from .decoding import decode_frames
 
         return decode_frames(streams, self.engine, batch=batch, start_frame=start_frame, frame_count=frame_count)
+
+    def decode_units(self, units: Iterable[ReadUnit], *, batch: int = DEFAULT_BATCH, start_frame: int = 0,
+                     frame_count: int | None = None) -> Iterator[Frame]:
+        """The same frames from units as they arrive (`read_arriving`): each interval is
+        generated as soon as its closing keyframe is in, and only the chain latent and the
+        last keyframe are held."""
+        from .decoding import decode_units
+
+        return decode_units(units, self.engine, batch=batch, start_frame=start_frame, frame_count=frame_count)

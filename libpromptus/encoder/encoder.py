@@ -28,7 +28,7 @@ from ..bitstream import (
 from ..decoder.decoding import generate_interval, input_latent
 from ..engines import DEFAULT_BATCH, Engine
 from ..process.noise import noise_tensor
-from ..process.prompts import Interval, compose, keyframe_factors
+from ..process.prompts import closed_interval, compose, keyframe_factors
 from ..process.quality import psnr
 from ..process.quantization import quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
@@ -302,9 +302,8 @@ class Encoder:
     def _reconstruct(self, keyframe: Keyframe, start: int | None, z: torch.Tensor):
         """Generate the interval's frames exactly as a decoder does (same conditioning, same
         batches of `batch` frames); return their uint8 images and keyframe's latent."""
-        factors_b = keyframe_factors(keyframe)
-        factors_a = None if start is None else keyframe_factors(self._previous_key[1])
-        interval = Interval(start, keyframe.frame_index, factors_a, factors_b)
+        previous = None if start is None else (start, keyframe_factors(self._previous_key[1]))
+        interval, _ = closed_interval(previous, keyframe)
         images: list[np.ndarray] = []
         for _, generation in generate_interval(self._engine, interval, list(interval.frames), z,
                                                batch=self.settings.batch):

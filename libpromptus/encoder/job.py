@@ -322,6 +322,66 @@ class _CheckpointedStream:
                    self.interval).save(self.path)
 
 
+class _FlushingSink:
+    """A binary sink flushed after every write: each unit reaches the receiver once final."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        written = self._sink.write(data)
+        self._sink.flush()
+        return written
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+
+def encode_stream(source: str, sink: BinaryIO, *, stats: TextIO | None = None,
+                  on_start: Callable[[int | None, Fraction], None] | None = None,
+                  on_iteration: Callable[[int, int, float], None] | None = None,
+                  on_keyframe: Callable[[KeyframeReport], None] | None = None, **options) -> EncodeResult:
+    """Encode a video into `sink` (a pipe, a socket) live: each unit is written and flushed
+    as soon as it is final, so a receiver decodes while frames are still being fitted.
+
+    The units are those `encode` writes to a file for the same input (the header's
+    frame_count is 0 when the input's length is unknown, as from a pipe). There is no work folder and no
+    checkpoint: an interrupted live encode leaves the receiver a stream without its end,
+    whose complete intervals decode (SPEC.md, streaming decoders) and which cannot be
+    resumed. `options`: see `EncodeOptions`; with an input of unknown length (a pipe), -b:v
+    is spent frame by frame as frames come.
+    """
+    from ..io.video_input import open_video
+
+    opts = EncodeOptions(**options)
+    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
+                    fit=opts.fit, rate=opts.rate) as reader:
+        setup, frame_count = _setup_for(reader, opts)
+        if on_start is not None:
+            on_start(frame_count, reader.info.rate)
+        encoder = setup.open(_FlushingSink(sink), stats=stats, on_iteration=on_iteration, on_keyframe=on_keyframe)
+        summary = _push_frames(encoder, reader, opts.skip_frames, source)
+    return EncodeResult.of(summary, _rate(setup.header), setup.rank, setup.interval)
+
+
+def _setup_for(reader, opts: EncodeOptions) -> tuple[EncoderSetup, int | None]:
+    """The setup for the frames `reader` gives after `opts.skip_frames`, and their count when known."""
+    info = reader.info
+    frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
+    return EncoderSetup(opts, width=info.width, height=info.height, rate=info.rate,
+                        frame_count=frame_count), frame_count
+
+
+def _push_frames(encoder: Encoder, reader, skip: int, source: str) -> EncodeSummary:
+    """Push `reader`'s frames after the first `skip` and finish the stream."""
+    for index, frame in enumerate(reader.frames()):
+        if index >= skip:
+            encoder.push(frame)
+    if encoder.summary.scenes == 0:
+        raise ValueError(f"{source}: no frames to encode")
+    return encoder.finish()
+
+
 def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOptions,
                   resumed: tuple[Checkpoint, bytes] | None, *, stats, on_start, on_iteration,
                   on_keyframe) -> EncodeResult:
@@ -332,11 +392,9 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
     stream_path = work.path / _STREAM
     with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
                     fit=opts.fit, rate=opts.rate) as reader:
-        info = reader.info
-        frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
-        setup = EncoderSetup(opts, width=info.width, height=info.height, rate=info.rate, frame_count=frame_count)
+        setup, frame_count = _setup_for(reader, opts)
         if on_start is not None:
-            on_start(frame_count, info.rate)
+            on_start(frame_count, reader.info.rate)
         handle = io.open(stream_path, "r+b" if resumed is not None else "w+b")  # noqa: SIM115 - closed below
         with handle:
             partial = _CheckpointedStream(handle, work.path / _CHECKPOINT, _fingerprint(source, opts), setup.rank,
@@ -353,12 +411,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
                 encoder = setup.encoder(partial.writer, **callbacks)
                 encoder.restore(checkpoint.state, checkpoint.arrays, units)
                 skip += checkpoint.state["next_frame"]
-            for index, frame in enumerate(reader.frames()):
-                if index >= skip:
-                    encoder.push(frame)
-            if encoder.summary.scenes == 0:
-                raise ValueError(f"{source}: no frames to encode")
-            summary = encoder.finish()
+            summary = _push_frames(encoder, reader, skip, source)
         # Renamed while the checkpoint still exists: a kill before the clean-up leaves
         # a complete output that `--resume` recognises (`_finished_result`).
         publish(stream_path, target)

@@ -58,6 +58,10 @@ def interpolated_conditioning(factors_a, factors_b, step: int, interval: int):
     return compose(interpolate(u_a, u_b, weight), interpolate(v_a, v_b, weight))
 
 
+#: A keyframe's dequantized factors (U [T, r], V [r, D]).
+Factors = tuple[np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True)
 class Interval:
     """Frames that share one input latent (SPEC.md §8.7).
@@ -83,17 +87,24 @@ class Interval:
                                          self.end - self.start).astype(np.float32, copy=False)
 
 
+def closed_interval(previous: tuple[int, Factors] | None,
+                    keyframe: Keyframe) -> tuple[Interval, tuple[int, Factors]]:
+    """The interval `keyframe` closes after the scene's `previous` keyframe (frame index and
+    factors; None for a scene's first keyframe), and what to pass as `previous` next."""
+    factors = keyframe_factors(keyframe)
+    if previous is None:
+        interval = Interval(None, keyframe.frame_index, None, factors)
+    else:
+        interval = Interval(previous[0], keyframe.frame_index, previous[1], factors)
+    return interval, (keyframe.frame_index, factors)
+
+
 def scene_intervals(scene: Scene) -> Iterator[Interval]:
     """The intervals of a scene in decoding order."""
-    previous: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+    previous = None
     for item in scene.keyframes:
-        keyframe: Keyframe = item.unit
-        factors = keyframe_factors(keyframe)
-        if previous is None:
-            yield Interval(None, keyframe.frame_index, None, factors)
-        else:
-            yield Interval(previous[0], keyframe.frame_index, previous[1], factors)
-        previous = (keyframe.frame_index, factors)
+        interval, previous = closed_interval(previous, item.unit)
+        yield interval
 
 
 def frame_conditioning(streams: Iterable[Stream]) -> Iterator[tuple[int, np.ndarray]]:
