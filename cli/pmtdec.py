@@ -179,7 +179,7 @@ def _decode_video(args, header: SequenceHeader, total: int | None, *, streams: l
                   if streams is not None else decoder.decode_units(units, batch=args.batch, frame_count=wanted))
         for frame in frames:
             writer.write(frame.image)
-            progress.advance()
+            progress.advance(arrived=frame.arrived)
         writer.close()
         finished = True
     finally:

@@ -27,6 +27,7 @@ _EXPORTS = {
     "decode": "libpromptus.api",
     "Container": "libpromptus.api",
     "OutputContainer": "libpromptus.api",
+    "LiveContainer": "libpromptus.api",
     "StreamInfo": "libpromptus.api",
     "EncodeResult": "libpromptus.api",
     "Encoder": "libpromptus.encoder.encoder",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .api import (  # noqa: A004
         Container,
         EncodeResult,
+        LiveContainer,
         OutputContainer,
         StreamInfo,
         decode,

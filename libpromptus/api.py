@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_units
-from .decoder.decoder import Decoder, read_input
+from .decoder.decoder import Decoder, read_arriving, read_input
 from .encoder.job import (
     INPUT_OPTIONS,
     EncodeOptions,
@@ -35,13 +36,15 @@ from .encoder.job import (
     encode,
 )
 from .engines import DEFAULT_BATCH
+from .io import network
+from .io.pipes import is_stdin
 
 if TYPE_CHECKING:
     from .bitstream.concealment import ConcealmentReport
     from .decoder.decoding import Frame
     from .encoder.encoder import EncodeSummary
 
-__all__ = ["Container", "EncodeResult", "OutputContainer", "StreamInfo", "decode", "encode", "open"]
+__all__ = ["Container", "EncodeResult", "LiveContainer", "OutputContainer", "StreamInfo", "decode", "encode", "open"]
 
 
 @dataclass(frozen=True)
@@ -93,20 +96,84 @@ class Container:
         """
         decoder = Decoder(self.info.header, model=model, engine=engine, device=device, precision=precision,
                           force_model=force_model)
-        frames = decoder.decode(self.streams, batch=batch, start_frame=start_frame, frame_count=frame_count)
-        if tensors:
-            import torch
-
-            from .decoder.decoding import Frame
-
-            return (Frame(f.index, torch.from_numpy(f.image)) for f in frames)
-        return frames
+        return _as_tensors(decoder.decode(self.streams, batch=batch, start_frame=start_frame,
+                                          frame_count=frame_count), tensors)
 
     def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+class LiveContainer:
+    """A .pmt stream read as it arrives: standard input (`-`), a URL (`http://`, `tcp://`,
+    see `io.network`) or any binary file object such as a socket's.
+
+    `info` comes from the first sequence header, read at once (its `frame_count` is what
+    the header declares: 0 for a live stream). The rest is read in one pass, by `demux()`
+    or by `decode()`, whose frames come out as each interval's keyframe arrives.
+    """
+
+    def __init__(self, source: str | BinaryIO) -> None:
+        self._handle, self._owned = _arriving(source)
+        try:
+            header, self._units = read_arriving(self._handle)
+        except BaseException:
+            self.close()
+            raise
+        self._read = False
+        self.info = StreamInfo(header.width, header.height, Fraction(header.fps_num, header.fps_den),
+                               header.frame_count, header.model_name, header.model_hash, header)
+
+    def _units_once(self) -> Iterator[ReadUnit]:
+        if self._read:
+            raise ValueError("a stream read as it arrives can be demuxed or decoded once")
+        self._read = True
+        return self._units
+
+    def demux(self) -> Iterator[ReadUnit]:
+        """Yield every unit as it arrives, checked."""
+        return self._units_once()
+
+    def decode(self, *, model: str | None = None, engine: str = "auto", device: str = "auto",
+               precision: str = "auto", batch: int = DEFAULT_BATCH, frame_count: int | None = None,
+               force_model: bool = False, tensors: bool = False) -> Iterator[Frame]:
+        """The frames as they can be generated (see `Container.decode`; no `start_frame`:
+        what has gone by is not read again)."""
+        decoder = Decoder(self.info.header, model=model, engine=engine, device=device, precision=precision,
+                          force_model=force_model)
+        return _as_tensors(decoder.decode_units(self._units_once(), batch=batch, frame_count=frame_count), tensors)
+
+    def close(self) -> None:
+        if self._owned:
+            self._handle.close()
+
+    def __enter__(self) -> LiveContainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _arriving(source: str | BinaryIO) -> tuple[BinaryIO, bool]:
+    """The binary file object to read `source` from, and whether closing it is ours."""
+    if isinstance(source, str) and is_stdin(source):
+        return sys.stdin.buffer, False
+    if isinstance(source, str):
+        return network.open_input(source), True
+    return source, False
+
+
+def _as_tensors(frames: Iterator[Frame], tensors: bool) -> Iterator[Frame]:
+    """`frames` with torch uint8 tensors as images when `tensors`."""
+    if not tensors:
+        return frames
+    import torch
+
+    from .decoder.decoding import Frame
+
+    return (Frame(f.index, torch.from_numpy(f.image), f.arrived) for f in frames)
 
 
 class OutputContainer:
@@ -172,11 +239,19 @@ class OutputContainer:
             self.abort()
 
 
-def open(target: str | os.PathLike | BinaryIO, mode: str = "r", **options) -> Container | OutputContainer:  # noqa: A001
-    """Open a .pmt file to read (`mode="r"`: `Container`, `conceal=True` conceals damage) or to
-    write (`mode="w"`: `OutputContainer`, which takes `width`, `height`, `rate` and coding options)."""
+def open(target: str | os.PathLike | BinaryIO, mode: str = "r",  # noqa: A001
+         **options) -> Container | LiveContainer | OutputContainer:
+    """Open a .pmt stream to read (`mode="r"`) or to write (`mode="w"`: `OutputContainer`,
+    which takes `width`, `height`, `rate` and coding options).
+
+    Reading a path gives a `Container` (`conceal=True` conceals damage); `-`, a URL
+    (`http://`, `https://`, `tcp://`) or a binary file object gives a `LiveContainer`,
+    read as it arrives."""
     if mode == "r":
-        return Container(target, **options)
+        if isinstance(target, os.PathLike) or (isinstance(target, str) and not is_stdin(target)
+                                                and not network.is_url(target)):
+            return Container(target, **options)
+        return LiveContainer(target, **options)
     if mode == "w":
         return OutputContainer(target, **options)
     raise ValueError(f"mode {mode!r}: choose 'r' or 'w'")

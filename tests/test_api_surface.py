@@ -13,7 +13,7 @@ import libpromptus as pmt
 from libpromptus.io.samples import sample_frames, write_sample
 from libpromptus.io.video_input import open_video
 
-SURFACE = {"open", "encode", "decode", "Container", "OutputContainer", "StreamInfo", "EncodeResult", "Encoder",
+SURFACE = {"open", "encode", "decode", "Container", "LiveContainer", "OutputContainer", "StreamInfo", "EncodeResult", "Encoder",
            "EncoderSettings", "Decoder", "Frame", "PromptusError", "InvalidDataError", "ModelNotFoundError",
            "ModelIntegrityError", "ModelMismatchError", "EngineUnavailableError", "VideoInputError",
            "PromptDirectoryError", "CheckpointError", "OutputBusyError", "NetworkError", "NetworkTimeoutError"}

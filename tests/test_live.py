@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,29 @@ def test_pmtenc_live_to_a_tcp_listener_sends_the_file_encode(tmp_path):
                               *options, str(tmp_path / "file.pmt")], capture_output=True, timeout=600, check=False)
     assert written.returncode == 0, written.stderr
     assert bytes(received) == (tmp_path / "file.pmt").read_bytes()
+
+
+def test_progress_reports_how_far_the_frames_lag_their_keyframes(stream, engine):
+    done = _pmtdec("-i", "-", "-f", "rawvideo", "-", "-progress", "pipe:2", stdin=stream.read_bytes())
+    assert done.returncode == 0, done.stderr
+    blocks = done.stderr.decode().split("progress=")
+    last = dict(line.split("=", 1) for line in blocks[-2].splitlines()[-9:] if "=" in line)
+    assert done.stderr.decode().rstrip().endswith("progress=end")
+    assert last["frame"] == "36" and 0 <= float(last["latency_s"]) <= float(last["latency_max_s"]) < 600
+    for frame in decode_units(read_units(stream), engine, frame_count=3):
+        assert frame.arrived is not None and frame.arrived <= time.monotonic()
+
+
+def test_open_reads_a_file_object_as_it_arrives(stream, file_frames):
+    import libpromptus as pmt
+
+    data = stream.read_bytes()
+    with pmt.open(io.BytesIO(data)) as container:
+        assert isinstance(container, pmt.LiveContainer) and container.info.width == SIZE
+        assert container.info.frame_count == 18                     # what the first header declares
+        indices, frames = stack_frames(container.decode(model="tiny"))
+        with pytest.raises(ValueError, match="once"):
+            container.demux()
+    assert indices == list(range(36)) and frames.tolist() == file_frames.tolist()
+    with pmt.open(io.BytesIO(data)) as container:
+        assert len(list(container.demux())) == len(list(read_units(stream)))

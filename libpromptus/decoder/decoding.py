@@ -18,6 +18,7 @@ its stream's first scene.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ class Frame:
 
     index: int
     image: np.ndarray          # uint8 [height, width, 3]
+    #: when the keyframe closing this frame's interval was read (`time.monotonic()` seconds):
+    #: a live receiver's latency is the time it shows the frame minus this
+    arrived: float | None = None
 
 
 def input_latent(header: SequenceHeader, previous: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -114,6 +118,7 @@ def _decode_stream(header: SequenceHeader, units: Iterator[Unit], offset: int, e
         if isinstance(unit, EndOfStream):
             return unit.frame_count
         if isinstance(unit, Keyframe):
+            arrived = time.monotonic()
             interval, last = closed_interval(last, unit)
             if stop is not None and offset + interval.frames[0] >= stop:
                 return None
@@ -123,7 +128,7 @@ def _decode_stream(header: SequenceHeader, units: Iterator[Unit], offset: int, e
                 for frame, image in zip(chunk, generation.images):
                     index = offset + frame
                     if index >= start_frame and (stop is None or index < stop):
-                        yield Frame(index, image[: header.height, : header.width].numpy())
+                        yield Frame(index, image[: header.height, : header.width].numpy(), arrived)
             previous = generation.latents[-1:]
         elif isinstance(unit, (SceneStart, LostSceneStart)):
             if isinstance(unit, SceneStart):
