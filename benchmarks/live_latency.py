@@ -55,7 +55,7 @@ def send(pipe, data: bytes, schedule: list[tuple[float, int]], start: float) -> 
         pipe.close()
 
 
-def decode(stream: Path, args, schedule: list[tuple[float, int]] | None) -> tuple[list[float], bytes, float, str]:
+def decode(stream: Path, args, schedule: list[tuple[float, int]] | None) -> tuple[list[float], bytes]:
     """Run pmtdec on the stream (through the schedule, or from the file); frame arrival times and bytes."""
     header = read_streams(stream)[0].header
     frame_size = header.width * header.height * 3
@@ -85,7 +85,7 @@ def decode(stream: Path, args, schedule: list[tuple[float, int]] | None) -> tupl
         sender.join(timeout=600)
     if process.returncode != 0:
         raise SystemExit(f"pmtdec failed: {errors.strip()}")
-    return times, bytes(frames), start, errors
+    return times, bytes(frames)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = args.stream.read_bytes()
     schedule = release_schedule(data, args.paced, args.stall_after, args.stall)
-    reference_times, reference, _, _ = decode(args.stream, args, None)
-    times, frames, _, _ = decode(args.stream, args, schedule)
+    reference_times, reference = decode(args.stream, args, None)
+    times, frames = decode(args.stream, args, schedule)
     header = read_streams(args.stream)[0].header
     fps = header.fps_num / header.fps_den
     result = environment("live_latency", {"stream": args.stream.name, "bytes": len(data), "model": args.model,

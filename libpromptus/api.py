@@ -59,6 +59,12 @@ class StreamInfo:
     model_hash: bytes
     header: SequenceHeader
 
+    @classmethod
+    def of(cls, header: SequenceHeader, frame_count: int) -> StreamInfo:
+        """The info of streams that begin with `header` and hold `frame_count` frames."""
+        return cls(header.width, header.height, Fraction(header.fps_num, header.fps_den), frame_count,
+                   header.model_name, header.model_hash, header)
+
 
 class Container:
     """An opened .pmt file (all its concatenated streams), for reading.
@@ -75,9 +81,7 @@ class Container:
         self.concealment: ConcealmentReport | None
         self.streams, self.concealment = read_input(path, conceal=conceal)
         header = self.streams[0].header
-        self.info = StreamInfo(header.width, header.height, Fraction(header.fps_num, header.fps_den),
-                               sum(s.frame_count for s in self.streams), header.model_name, header.model_hash,
-                               header)
+        self.info = StreamInfo.of(header, sum(s.frame_count for s in self.streams))
 
     def demux(self) -> Iterator[ReadUnit]:
         """Yield every unit of the file, in order."""
@@ -123,8 +127,7 @@ class LiveContainer:
             self.close()
             raise
         self._read = False
-        self.info = StreamInfo(header.width, header.height, Fraction(header.fps_num, header.fps_den),
-                               header.frame_count, header.model_name, header.model_hash, header)
+        self.info = StreamInfo.of(header, header.frame_count)
 
     def _units_once(self) -> Iterator[ReadUnit]:
         if self._read:
