@@ -7,6 +7,7 @@ from .errors import ERROR_CODES, InvalidDataError
 from .framing import SIGNATURE, VERSION_MAJOR, VERSION_MINOR
 from .merge import merge_streams
 from .reader import ReadUnit, Scene, Stream, read_streams, read_units
+from .seeking import SeekPoint, StreamOutline, outline_streams, read_from_frame
 from .units import (
     Coding,
     EndOfStream,
@@ -28,7 +29,8 @@ from .writer import StreamWriter
 
 __all__ = [
     "ERROR_CODES", "InvalidDataError", "SIGNATURE", "VERSION_MAJOR", "VERSION_MINOR",
-    "ReadUnit", "Scene", "Stream", "read_streams", "read_units", "StreamWriter", "merge_streams",
+    "ReadUnit", "Scene", "Stream", "read_streams", "read_units",
+    "SeekPoint", "StreamOutline", "outline_streams", "read_from_frame", "StreamWriter", "merge_streams",
     "Coding", "EndOfStream", "Index", "IndexEntry", "Keyframe", "LatentCodec", "Metadata", "NoiseAlgorithm",
     "PredictionType", "SceneCut", "SceneStart", "SequenceHeader", "Unit", "UnitType", "UnknownUnit",
 ]

@@ -51,9 +51,10 @@ class RawUnit:
 class UnitSource:
     """Reads signatures and units sequentially from a binary stream."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, *, position: int = 0) -> None:
+        """`position`: the offset in the input that `stream` is at (after a seek)."""
         self._stream = stream
-        self.position = 0
+        self.position = position
 
     def _read(self, count: int) -> bytes:
         chunks = []

@@ -80,7 +80,7 @@ def read_units(source: Source) -> Iterator[ReadUnit[Unit]]:
             validator = StreamValidator()
             while not validator.finished:
                 raw = units.read_unit()
-                try:
+                with located_at(raw.offset):
                     unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, validator.header, minor,
                                       index_capacity=validator.index_capacity())
                     check_unit(unit, validator.header)
@@ -90,11 +90,18 @@ def read_units(source: Source) -> Iterator[ReadUnit[Unit]]:
                             first_header = unit
                         else:
                             check_concatenation(first_header, unit)
-                except InvalidDataError as err:
-                    # a payload's own parsers count offsets from the payload: report the unit's
-                    raise InvalidDataError(err.code, err.message, raw.offset) from None
                 yield ReadUnit(unit, raw.offset, raw.offset - start, raw.size, stream_number, raw.unit_type)
             stream_number += 1
+
+
+@contextmanager
+def located_at(offset: int) -> Iterator[None]:
+    """Report an `InvalidDataError` raised inside at the unit's file `offset` (a payload's
+    own parsers count offsets from the payload)."""
+    try:
+        yield
+    except InvalidDataError as err:
+        raise InvalidDataError(err.code, err.message, offset) from None
 
 
 def parse_unit(unit_type: int, may_ignore: bool, payload: bytes, header: SequenceHeader | None, minor: int,

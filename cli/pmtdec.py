@@ -13,7 +13,7 @@ import stat
 import sys
 from collections.abc import Iterator
 
-from ..bitstream import ReadUnit, SequenceHeader, Stream, read_streams
+from ..bitstream import ReadUnit, SequenceHeader, Stream, outline_streams, read_from_frame
 from ..decoder.decoder import read_arriving, read_input
 from ..decoder.prompt_dump import write_prompt_dump
 from ..io.pipes import is_stdin, is_stdout
@@ -93,15 +93,17 @@ def _main(argv: list[str]) -> int:
             and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
     with open_input(args.input) as handle:
-        total = None
+        outlines = None
         if not args.conceal and _is_regular_file(handle):
-            # a file is checked whole first, without keeping its values (memory stays bounded
-            # whatever the file declares), so a bad file fails before the model loads
-            total = sum(s.frame_count for s in read_streams(handle, values=False))
-            handle.seek(0)
-        if args.conceal or args.dump_prompts is not None or args.start_frame:
-            # concealment scans the whole input, the dump declares its frame count first, and
-            # --start-frame skips the scenes it does not need: these read the input first
+            # a file is checked whole first, keeping only each stream's outline (memory stays
+            # that of one unit whatever the file declares), so a bad file fails before the
+            # model loads, and --start-frame seeks to the scene start it needs
+            outlines = outline_streams(handle)
+        if args.conceal or args.dump_prompts is not None:
+            # concealment scans the whole input and the dump declares its frame count first:
+            # these read the input before decoding
+            if outlines is not None:
+                handle.seek(0)
             streams, _ = read_input(handle, conceal=args.conceal)
             if args.dump_prompts is not None:
                 with atomic_output(args.dump_prompts, args.overwrite) as sink:
@@ -109,9 +111,13 @@ def _main(argv: list[str]) -> int:
                 logging.info("wrote the conditioning of %d frames to %s", count, args.dump_prompts)
             if args.output is not None:
                 _decode_video(args, streams[0].header, sum(s.frame_count for s in streams), streams=streams)
+        elif outlines is not None:
+            first_frame, units = read_from_frame(handle, outlines, args.start_frame)
+            _decode_video(args, outlines[0].header, sum(o.frame_count for o in outlines), units=units,
+                          first_frame=first_frame)
         else:
             header, units = read_arriving(handle)
-            _decode_video(args, header, total, units=units)
+            _decode_video(args, header, None, units=units)
     return 0
 
 
@@ -139,9 +145,10 @@ def _is_regular_file(handle) -> bool:
 
 
 def _decode_video(args, header: SequenceHeader, total: int | None, *, streams: list[Stream] | None = None,
-                  units: Iterator[ReadUnit] | None = None) -> None:
+                  units: Iterator[ReadUnit] | None = None, first_frame: int = 0) -> None:
     """Decode to the video output: whole `streams` read already, or `units` as they arrive
-    (the frames of each interval are written as soon as its closing keyframe is in);
+    or from a seek point (the frames of each interval are written as soon as its closing
+    keyframe is in; `first_frame`: the display index of their first stream's frame 0);
     `total`: the input's frame count, None while it is still arriving."""
     from fractions import Fraction
     from pathlib import Path
@@ -176,7 +183,9 @@ def _decode_video(args, header: SequenceHeader, total: int | None, *, streams: l
     finished = False
     try:
         frames = (decoder.decode(streams, batch=args.batch, start_frame=args.start_frame, frame_count=wanted)
-                  if streams is not None else decoder.decode_units(units, batch=args.batch, frame_count=wanted))
+                  if streams is not None else
+                  decoder.decode_units(units, batch=args.batch, start_frame=args.start_frame, frame_count=wanted,
+                                       first_frame=first_frame))
         for frame in frames:
             writer.write(frame.image)
             progress.advance(arrived=frame.arrived)

@@ -124,10 +124,12 @@ class Decoder:
         return decode_frames(streams, self.engine, batch=batch, start_frame=start_frame, frame_count=frame_count)
 
     def decode_units(self, units: Iterable[ReadUnit], *, batch: int = DEFAULT_BATCH, start_frame: int = 0,
-                     frame_count: int | None = None) -> Iterator[Frame]:
-        """The same frames from units as they arrive (`read_arriving`): each interval is
-        generated as soon as its closing keyframe is in, and only the chain latent and the
-        last keyframe are held."""
+                     frame_count: int | None = None, first_frame: int = 0) -> Iterator[Frame]:
+        """The same frames from units as they arrive (`read_arriving`) or from a seek point
+        (`bitstream.read_from_frame`, whose display index of the first stream's frame 0 is
+        `first_frame`): each interval is generated as soon as its closing keyframe is in,
+        and only the chain latent and the last keyframe are held."""
         from .decoding import decode_units
 
-        return decode_units(units, self.engine, batch=batch, start_frame=start_frame, frame_count=frame_count)
+        return decode_units(units, self.engine, batch=batch, start_frame=start_frame, frame_count=frame_count,
+                            first_frame=first_frame)

@@ -67,14 +67,19 @@ def _wanted(frames: range, first: int, stop: int | None) -> list[int]:
 
 
 def decode_units(units: Iterable[ReadUnit | Unit], engine: Engine, *, batch: int = DEFAULT_BATCH,
-                 start_frame: int = 0, frame_count: int | None = None) -> Iterator[Frame]:
+                 start_frame: int = 0, frame_count: int | None = None, first_frame: int = 0) -> Iterator[Frame]:
     """Yield the frames `start_frame` .. `start_frame + frame_count - 1` of the streams whose
     units (`read_units`' or bare units, in stream order) arrive from `units`, each interval
-    as soon as its closing keyframe has arrived."""
+    as soon as its closing keyframe has arrived.
+
+    `first_frame` is the display index of the first stream's frame 0: a seek
+    (`bitstream.read_from_frame`) starts in a later stream of a file, and after its
+    header at a scene start, which the process needs nothing before.
+    """
     _check_batch(batch)
     stop = None if frame_count is None else start_frame + frame_count
     items = (item.unit if isinstance(item, ReadUnit) else item for item in units)
-    offset = 0
+    offset = first_frame
     for unit in items:
         if not isinstance(unit, SequenceHeader):
             raise ValueError(f"a stream starts with a sequence header, not {type(unit).__name__}")
