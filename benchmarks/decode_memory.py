@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from environment import environment
+from environment import environment, report
 
 from libpromptus.bitstream import Coding, Keyframe, LatentCodec, StreamWriter, read_streams
 from libpromptus.conformance import seeded
@@ -116,10 +115,7 @@ def main() -> None:
                 "copies": args.copies, "repeats": args.repeats, "bomb_spacing": args.bomb_spacing,
                 "model": args.model, "force_model": args.force_model}
     result = {**environment("decode_memory", settings), "cases": cases}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

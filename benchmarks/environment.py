@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import platform
+from pathlib import Path
 
 import torch
 
@@ -20,3 +22,11 @@ def environment(benchmark: str, settings: dict, device: str = "cpu") -> dict:
         "versions": {name: importlib.metadata.version(name) for name in names},
         "settings": settings,
     }
+
+
+def report(result: dict, out: Path | None) -> None:
+    """Print a benchmark's JSON, and write it to `out` when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        out.write_text(text + "\n")
+    print(text)

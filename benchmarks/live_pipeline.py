@@ -12,7 +12,6 @@ whether the pipeline's frames equal the file decode's.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from environment import environment
+from environment import environment, report
 
 from libpromptus.io.samples import write_sample
 
@@ -83,10 +82,7 @@ def main() -> None:
             "stream_bytes": recorded.stat().st_size,
             "frames_equal_file_decode": bytes(frames) == file_decode and len(frame_times) == args.frames,
         }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":
