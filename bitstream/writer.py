@@ -25,6 +25,13 @@ from .units import (
 from .validation import StreamValidator, check_unit
 
 
+def unit_bytes(unit: Unit) -> bytes:
+    """The bytes of `unit` framed (SPEC.md §2): unit header, payload and CRC."""
+    if isinstance(unit, UnknownUnit):
+        return frame_unit(unit.unit_type, unit.payload, may_ignore=True)
+    return frame_unit(unit.unit_type, encode_payload(unit), may_ignore=unit.unit_type in IGNORABLE_TYPES)
+
+
 class StreamWriter:
     """Writes one stream to a binary sink; use as a context manager or call `close()`.
 
@@ -81,10 +88,7 @@ class StreamWriter:
         check_unit(unit, self._validator.header)
         # Serialize before the validator records the unit: a unit that fails to serialize
         # (e.g. a payload over the unit cap) must not leave a seek point behind.
-        if isinstance(unit, UnknownUnit):
-            data = frame_unit(unit.unit_type, unit.payload, may_ignore=True)
-        else:
-            data = frame_unit(unit.unit_type, encode_payload(unit), may_ignore=unit.unit_type in IGNORABLE_TYPES)
+        data = unit_bytes(unit)
         self._validator.feed(unit, self.size)
         self._emit(data)
         return len(data)

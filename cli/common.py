@@ -8,6 +8,7 @@ exits non-zero; no traceback reaches the user and no partial output file is left
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -60,11 +61,32 @@ def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def open_input(name: str) -> Iterator[BinaryIO]:
+def open_input(name: str, *, abr: str | None = None, abr_log: str | None = None) -> Iterator[BinaryIO]:
     """Open a file, standard input for `-`/`pipe:`, or a URL: http(s):// (read as it
-    downloads), tcp://HOST:PORT or tcp://HOST:PORT?listen (`libpromptus.io.network`)."""
+    downloads), tcp://HOST:PORT or tcp://HOST:PORT?listen (`libpromptus.io.network`), or
+    an MPD at http(s)://…/NAME.mpd, read as the path its `abr` rule fetches
+    (`libpromptus.dash.client`; `abr_log`: its per-segment records, JSON Lines)."""
+    from ..dash.client import DashReader, is_manifest_url
+
+    if (abr is not None or abr_log is not None) and not is_manifest_url(name):
+        raise CommandError("--abr and --abr-log need an MPD input (http://HOST/PATH/NAME.mpd)")
     if is_stdin(name):
         yield sys.stdin.buffer
+        return
+    if is_manifest_url(name):
+        from ..dash.abr import parse_rule
+
+        try:
+            rule = parse_rule(abr or "bba")
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        log = open(abr_log, "w") if abr_log else None  # noqa: SIM115 - closed below
+        try:
+            with DashReader(name, rule, log=log) as reader:
+                yield io.BufferedReader(reader)
+        finally:
+            if log is not None:
+                log.close()
         return
     if network.is_url(name):
         with network.open_input(name) as handle:

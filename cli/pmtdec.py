@@ -35,7 +35,9 @@ def _parser() -> ArgumentParser:
     from ..engines import DEFAULT_BATCH, ENGINE_NAMES
 
     parser = ArgumentParser(prog="pmtdec", description="Decode a Promptus .pmt file.")
-    parser.add_argument("-i", dest="input", required=True, metavar="IN", help="input .pmt file, or - for stdin")
+    parser.add_argument("-i", dest="input", required=True, metavar="IN",
+                        help="input .pmt file, - for stdin, http(s)://, tcp://HOST:PORT[?listen], or an MPD at "
+                             "http(s)://HOST/PATH/NAME.mpd (adaptive streaming)")
     parser.add_argument("output", nargs="?", metavar="OUTPUT",
                         help="output: .mkv (FFV1, lossless), .mp4/.mov (H.264 yuv420p, CRF 17), .y4m, "
                              "out/%%05d.png, or - for stdout")
@@ -61,6 +63,13 @@ def _parser() -> ArgumentParser:
                        help="auto: fp16 on CUDA, fp32 on the CPU")
     model.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"frames per engine call "
                                                                         f"(default {DEFAULT_BATCH})")
+    adaptive = parser.add_argument_group("adaptive streaming (IN: http://HOST/PATH/NAME.mpd, pmtenc -f dash's output)")
+    adaptive.add_argument("--abr", default=None, metavar="RULE",
+                          help="how the rendition of each segment is chosen: bba (default; bba:RESERVOIR:CUSHION in "
+                               "seconds, default 5:10), throughput, or fixed:I[,J,...] (renditions by rising "
+                               "bandwidth, one per segment, the last repeated)")
+    adaptive.add_argument("--abr-log", default=None, metavar="FILE.jsonl",
+                          help="one JSON record per segment: rendition, bytes, download time, throughput, buffer, stall")
     frames = parser.add_argument_group("frames")
     frames.add_argument("--start-frame", type=int, default=0, metavar="N", help="first frame to output")
     frames.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, metavar="N",
@@ -92,7 +101,7 @@ def _main(argv: list[str]) -> int:
     if args.output is not None and is_stdout(args.output) and args.progress is not None \
             and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
-    with open_input(args.input) as handle:
+    with open_input(args.input, abr=args.abr, abr_log=args.abr_log) as handle:
         outlines = None
         if not args.conceal and _is_regular_file(handle):
             # a file is checked whole first, keeping only each stream's outline (memory stays

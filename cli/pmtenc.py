@@ -2,6 +2,8 @@
 
     pmtenc -i INPUT [options] OUT.pmt                INPUT: a video file, frames/%05d.png, or - (y4m)
     pmtenc -f promptus-dir -i DIR [-r 30] OUT.pmt    import the official implementation's prompts
+    pmtenc -i INPUT -f dash -b:v 60k,120k,240k -seg_duration 2 OUT/manifest.mpd
+                                                     renditions and segments for adaptive streaming
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from .common import (
 )
 from .progress import Progress
 
-#: -f: the input's format; `pmt` names the output's instead (as FFmpeg's -f before an output), the input being video
-INPUT_FORMATS = ("video", "promptus-dir", "pmt")
+#: -f: the input's format; `pmt` and `dash` name the output's instead (as FFmpeg's -f before an output), the
+#: input being video
+INPUT_FORMATS = ("video", "promptus-dir", "pmt", "dash")
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -48,7 +51,9 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="pmtenc", description="Encode to a Promptus .pmt file.")
     parser.add_argument("-i", dest="input", required=True, metavar="IN",
                         help="input video (file, frames/%%05d.png, - for y4m on stdin) or prompt directory")
-    parser.add_argument("-f", dest="format", choices=INPUT_FORMATS, default="video", help="input format")
+    parser.add_argument("-f", dest="format", choices=INPUT_FORMATS, default="video",
+                        help="input format (video, promptus-dir), or output format: pmt, or dash (an MPD and its "
+                             "segments, one rendition per -b:v, --rank or -g in a comma-separated list)")
     parser.add_argument("output", metavar="OUT.pmt", help="output file, or - / pipe:1 for standard output, or tcp://HOST:PORT[?listen] (live: "
                              "each unit is written as soon as it is final)")
     source = parser.add_argument_group("input")
@@ -62,8 +67,8 @@ def _parser() -> ArgumentParser:
                         help="how -s changes the aspect ratio (default crop, as the official code)")
     coding = parser.add_argument_group("rate and coding")
     coding.add_argument("-b:v", dest="bitrate", default=None, help="target bitrate, e.g. 225k: picks rank and -g")
-    coding.add_argument("--rank", type=int, default=None, help="factor rank (default 8, or the rate control's)")
-    coding.add_argument("-g", dest="interval", type=int, default=None, help="keyframe interval (default 10)")
+    coding.add_argument("--rank", default=None, help="factor rank (default 8, or the rate control's)")
+    coding.add_argument("-g", dest="interval", default=None, help="keyframe interval (default 10)")
     coding.add_argument("--scene-threshold", default="0.3",
                         help="normalised latent distance that starts a new scene (0 for equal frames, about 2 for "
                              "unrelated ones; default 0.3), or off")
@@ -96,6 +101,14 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--segment-seconds", type=float, default=None, metavar="S",
                          help="encode closed segments of S seconds independently and merge them")
     fitting.add_argument("--jobs", type=int, default=1, help="segments encoded at once (processes; default 1)")
+    dash = parser.add_argument_group("dash output (-f dash; FFmpeg's dash muxer options)")
+    dash.add_argument("-seg_duration", dest="seg_duration", type=float, default=None, metavar="S",
+                      help="segment length in seconds (default 2); every segment starts a scene, so a client "
+                           "may switch rendition at every boundary")
+    dash.add_argument("-init_seg_name", dest="init_seg_name", default=None, metavar="NAME",
+                      help="init segment names (default init-stream$RepresentationID$.$ext$)")
+    dash.add_argument("-media_seg_name", dest="media_seg_name", default=None, metavar="NAME",
+                      help="media segment names (default chunk-stream$RepresentationID$-$Number%%05d$.$ext$)")
     report = parser.add_argument_group("reporting")
     report.add_argument("--stats", metavar="FILE.jsonl", help="one JSON record per keyframe (frames, loss, PSNR)")
     add_progress_flags(report)
@@ -148,18 +161,21 @@ def _encode_video(args) -> int:
         raise CommandError("--resume and --segment-seconds need a file output: a live stream cannot be taken back")
     if live and args.progress is not None and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and the stream on standard output would mix; use -progress pipe:2")
+    dash = args.format == "dash"
+    if not dash and (args.seg_duration, args.init_seg_name, args.media_seg_name) != (None, None, None):
+        raise CommandError("-seg_duration, -init_seg_name and -media_seg_name are options of -f dash")
+    if dash and (live or args.resume or args.segment_seconds is not None):
+        raise CommandError("-f dash writes an MPD and its segments to a folder: give OUT/manifest.mpd (segments "
+                           "come from -seg_duration; --resume is per stream)")
+    renditions = _renditions(args, parse_bitrate, allow_lists=dash)
     iterations = args.iterations
     first = args.first_iterations if args.first_iterations is not None else iterations
-    for name, value in (("--iterations", iterations), ("--first-iterations", first), ("--rank", args.rank),
-                        ("-g", args.interval)):
-        if value is not None and value < (0 if "iterations" in name else 1):
+    for name, value in (("--iterations", iterations), ("--first-iterations", first)):
+        if value is not None and value < 0:
             raise CommandError(f"{name} {value} is out of range")
-    if args.interval is not None and args.interval > MAX_KEYFRAME_INTERVAL:
-        raise CommandError(f"-g {args.interval}: keyframe intervals are 1..{MAX_KEYFRAME_INTERVAL}")
     threshold = None if args.scene_threshold == "off" else float(args.scene_threshold)
     rate = Fraction(*parse_rate(args.rate)) if args.rate else None
-    options = dict(model=args.model, bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, rank=args.rank,
-                   interval=args.interval, first_iterations=first, iterations=iterations,
+    options = dict(model=args.model, **({} if dash else renditions[0]), first_iterations=first, iterations=iterations,
                    scene_threshold=threshold, latent_codec=args.latent_codec or "q8", coding=args.coding,
                    perceptual=args.perceptual, alpha=args.alpha, warm_start=args.warm_start,
                    temporal_beta=args.temporal_beta, patience=args.patience, seed=args.seed,
@@ -189,6 +205,8 @@ def _encode_video(args) -> int:
     finished = False
     try:
         callbacks = dict(stats=stats, on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe)
+        if dash:
+            return _encode_dash(args, renditions, options)
         if live:
             with open_output(args.output) as sink:
                 result = encode_stream(args.input, sink, **callbacks, **options)
@@ -205,6 +223,50 @@ def _encode_video(args) -> int:
     logging.info("wrote %s: %d frames, %d bytes, %.1f kbit/s (rank %d, keyframe interval %d), PSNR %.2f dB",
                  "stdout" if is_stdout(args.output) else network.redact(args.output), result.frames, result.bytes, result.bitrate_bps / 1000, result.rank, result.interval,
                  sum(psnrs) / len(psnrs))
+    return 0
+
+
+def _renditions(args, parse_bitrate, *, allow_lists: bool) -> list[dict]:
+    """The rate options of each rendition: -b:v, --rank and -g, each one value or (with
+    -f dash) a comma-separated list; lists have one length, a single value applies to all."""
+    given = {}
+    for option, key, parse in (("-b:v", "bitrate", parse_bitrate), ("--rank", "rank", int), ("-g", "interval", int)):
+        text = getattr(args, key)
+        if text is None:
+            continue
+        parts = text.split(",")
+        if len(parts) > 1 and not allow_lists:
+            raise CommandError(f"{option} {text}: a list of values makes renditions, for -f dash")
+        try:
+            values = [parse(part) for part in parts]
+        except ValueError as err:
+            raise CommandError(str(err) if option == "-b:v" else f"{option} {text}: not a whole number") from None
+        for value in values:
+            if option != "-b:v" and value < 1:
+                raise CommandError(f"{option} {value} is out of range")
+            if option == "-g" and value > MAX_KEYFRAME_INTERVAL:
+                raise CommandError(f"-g {value}: keyframe intervals are 1..{MAX_KEYFRAME_INTERVAL}")
+        given[key] = values
+    count = max((len(v) for v in given.values()), default=1)
+    if any(len(v) not in (1, count) for v in given.values()):
+        raise CommandError("-b:v, --rank and -g lists must have one length (a single value applies to every rendition)")
+    rungs = [{key: values[0] if len(values) == 1 else values[n] for key, values in given.items()} for n in range(count)]
+    return [{"bitrate": None, "rank": None, "interval": None, **rung} for rung in rungs]
+
+
+def _encode_dash(args, renditions: list[dict], options: dict) -> int:
+    from ..dash.manifest import INIT_TEMPLATE, MEDIA_TEMPLATE
+    from ..encoder.dash import encode_dash
+
+    if args.seg_duration is not None and not args.seg_duration > 0:
+        raise CommandError(f"-seg_duration {args.seg_duration}: must be positive")
+    result = encode_dash(args.input, args.output, renditions, segment_seconds=args.seg_duration or 2.0,
+                         init_name=args.init_seg_name or INIT_TEMPLATE, media_name=args.media_seg_name or MEDIA_TEMPLATE,
+                         overwrite=bool(args.overwrite), jobs=args.jobs, **options)
+    presentation = result.presentation
+    logging.info("wrote %s: %d renditions of %d frames in %d segments of %d frames (%s kbit/s)", args.output,
+                 len(result.renditions), presentation.total_frames, presentation.segment_count,
+                 presentation.segment_frames, ", ".join(f"{r.mean_bitrate_bps / 1000:.1f}" for r in result.renditions))
     return 0
 
 

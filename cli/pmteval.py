@@ -161,7 +161,8 @@ def _evaluate(args, options: dict, codec_names: list[str], bitrates: list[float]
 def _stream(trace, records: list[dict], codec_names: list[str], rate: Fraction, segment_seconds: float, severe,
             metrics: list[str], out: Path) -> None:
     """Simulate streaming every codec's ladder over `trace`; write abr-NAME.json and .md."""
-    from ..evaluation.abr import BBA, MAX_BUFFER, Rung, simulate
+    from ..dash.abr import BBA
+    from ..evaluation.abr import MAX_BUFFER, Rung, simulate
     from ..evaluation.report import abr_markdown, abr_report
     from ..evaluation.runner import write_bytes, write_json
 

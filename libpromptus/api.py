@@ -17,9 +17,10 @@ This module only composes the layers below it: `decoder.Decoder` decodes, the
 from __future__ import annotations
 
 import builtins
+import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, BinaryIO
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from .bitstream import ReadUnit, SequenceHeader, Stream, read_units
+from .dash.abr import Rule, parse_rule
+from .dash.client import DashReader, SegmentRecord, is_manifest_url
 from .decoder.decoder import Decoder, read_arriving, read_input
 from .encoder.job import (
     INPUT_OPTIONS,
@@ -112,15 +115,19 @@ class Container:
 
 class LiveContainer:
     """A .pmt stream read as it arrives: standard input (`-`), a URL (`http://`, `tcp://`,
-    see `io.network`) or any binary file object such as a socket's.
+    see `io.network`) or any binary file object such as a socket's; or an MPD
+    (`http://…/NAME.mpd`, `pmtenc -f dash`), read as the path its `abr` rule picks
+    (`dash.abr`: a rule or its text, `bba` by default; `on_segment` receives each
+    segment's `dash.client.SegmentRecord`).
 
     `info` comes from the first sequence header, read at once (its `frame_count` is what
     the header declares: 0 for a live stream). The rest is read in one pass, by `demux()`
     or by `decode()`, whose frames come out as each interval's keyframe arrives.
     """
 
-    def __init__(self, source: str | BinaryIO) -> None:
-        self._handle, self._owned = _arriving(source)
+    def __init__(self, source: str | BinaryIO, *, abr: str | Rule | None = None,
+                 on_segment: Callable[[SegmentRecord], None] | None = None) -> None:
+        self._handle, self._owned = _arriving(source, abr, on_segment)
         try:
             header, self._units = read_arriving(self._handle)
         except BaseException:
@@ -159,8 +166,15 @@ class LiveContainer:
         self.close()
 
 
-def _arriving(source: str | BinaryIO) -> tuple[BinaryIO, bool]:
+def _arriving(source: str | BinaryIO, abr: str | Rule | None,
+              on_segment: Callable[[SegmentRecord], None] | None) -> tuple[BinaryIO, bool]:
     """The binary file object to read `source` from, and whether closing it is ours."""
+    is_manifest = isinstance(source, str) and is_manifest_url(source)
+    if (abr is not None or on_segment is not None) and not is_manifest:
+        raise ValueError("abr and on_segment apply to an MPD (http://HOST/PATH/NAME.mpd)")
+    if is_manifest:
+        rule = parse_rule(abr) if isinstance(abr, str) else abr
+        return io.BufferedReader(DashReader(source, rule, on_segment=on_segment)), True
     if isinstance(source, str) and is_stdin(source):
         return sys.stdin.buffer, False
     if isinstance(source, str):
@@ -248,8 +262,8 @@ def open(target: str | os.PathLike | BinaryIO, mode: str = "r",  # noqa: A001
     which takes `width`, `height`, `rate` and coding options).
 
     Reading a path gives a `Container` (`conceal=True` conceals damage); `-`, a URL
-    (`http://`, `https://`, `tcp://`) or a binary file object gives a `LiveContainer`,
-    read as it arrives."""
+    (`http://`, `https://`, `tcp://`; an MPD, `http://…/NAME.mpd`, with `abr=`) or a
+    binary file object gives a `LiveContainer`, read as it arrives."""
     if mode == "r":
         if isinstance(target, os.PathLike) or (isinstance(target, str) and not is_stdin(target)
                                                 and not network.is_url(target)):

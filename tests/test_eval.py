@@ -7,7 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from libpromptus.evaluation.abr import BBA, Rung, simulate
+from libpromptus.dash.abr import BBA, Observation
+from libpromptus.evaluation.abr import Rung, simulate
 from libpromptus.evaluation.metrics import (
     Metrics,
     SevereRule,
@@ -196,7 +197,7 @@ def test_a_too_expensive_rung_stalls_by_hand_computed_amounts():
 def test_bba_chooses_by_buffer_level():
     bba = BBA(reservoir=5, cushion=10)
     rates = [100.0, 200.0, 300.0]
-    assert [bba.choose(level, rates) for level in (0, 5, 9.9, 10, 14.9, 15, 40)] == [0, 0, 0, 1, 1, 2, 2]
+    assert [bba.choose(Observation(2, level), rates) for level in (0, 5, 9.9, 10, 14.9, 15, 40)] == [0, 0, 0, 1, 1, 2, 2]
 
 
 def test_fast_network_climbs_the_ladder_without_stalls_and_shows_looped_frames():

@@ -1,5 +1,5 @@
 """The package's layers import one way (README, "Layout"): cli → tools → api → encoder →
-decoder → engines → models and io → process → bitstream → errors.
+decoder → engines and dash → models and io → process → bitstream → errors.
 
 Every `import` in every module, at the top or inside a function, is checked, so a
 shortcut such as the command line or the conformance runner importing helpers from
@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Repository folders installed under the libpromptus namespace (pyproject.toml's package-dir).
 TOP_LEVEL = ("bitstream", "cli", "engines", "conformance")
 #: Each layer's height: a module may import its own layer and the layers below it.
-#: `models` and `io` stand side by side and do not import each other.
-HEIGHT = {"errors": 0, "bitstream": 1, "process": 2, "models": 3, "io": 3, "engines": 4, "decoder": 5,
+#: `models` and `io` stand side by side and do not import each other; so do `engines` and `dash`.
+HEIGHT = {"errors": 0, "bitstream": 1, "process": 2, "models": 3, "io": 3, "engines": 4, "dash": 4, "decoder": 5,
           "encoder": 6, "api": 7, "conformance": 8, "evaluation": 8, "cli": 9}
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import select
 import socket
 import subprocess
 import sys
@@ -28,26 +26,10 @@ from libpromptus.bitstream import read_units
 
 from libpromptus.io import network
 
-LOOPBACK = "127.0.0.1"
-#: The longest any one step here may take (a subprocess, a thread, a wait for a server).
-DEADLINE_S = 60
+from network_helpers import DEADLINE_S, LOOPBACK, error_line, no_proxy, run_cli, serve_folder  # noqa: F401 - no_proxy is autouse
+
 #: The read timeout the stall tests run pmtdec with (seconds).
 STALL_TIMEOUT = "1"
-
-
-def run_cli(prog: str, *args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"libpromptus.cli.{prog}", *map(str, args)], capture_output=True,
-                          check=False, timeout=DEADLINE_S, env={**os.environ, **(env or {})})
-
-
-def error_line(proc: subprocess.CompletedProcess, prog: str) -> str:
-    """The one `PROG: error: ...` line of a failed run (exit 1, no traceback, nothing on stdout)."""
-    stderr = proc.stderr.decode()
-    assert proc.returncode == 1, stderr
-    assert "Traceback" not in stderr and proc.stdout == b""
-    lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), stderr
-    return lines[0]
 
 
 def assert_same_dump(got: Path, want: Path) -> None:
@@ -62,13 +44,6 @@ def assert_same_dump(got: Path, want: Path) -> None:
 
 def nothing_written(folder: Path) -> bool:
     return list(folder.iterdir()) == []
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    """Loopback requests go straight to the test's servers, whatever proxy the environment names."""
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, LOOPBACK)
 
 
 @pytest.fixture(scope="module")
@@ -89,24 +64,8 @@ def local_dump(stream_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def http_server(stream_file) -> Iterator[str]:
     """`python -m http.server` on a free loopback port, serving the folder of `stream_file`; yields its base URL."""
-    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", LOOPBACK,
-                               "--directory", str(stream_file.parent)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        # "Serving HTTP on 127.0.0.1 port NNNNN (...)": port 0 lets the server pick, so no race for a port.
-        ready, _, _ = select.select([server.stdout], [], [], DEADLINE_S)
-        assert ready, "http.server did not start"
-        words = server.stdout.readline().decode().split()
-        port = int(words[words.index("port") + 1])
-        yield f"http://{LOOPBACK}:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        server.stdout.close()
+    with serve_folder(stream_file.parent) as url:
+        yield url
 
 
 @contextmanager

@@ -444,6 +444,11 @@ def _encode_segment(source: str, output: str, options: dict) -> EncodeSummary:
     return encode(source, output, overwrite=True, **options).summary
 
 
+def segment_length(segment_seconds: float, rate: Fraction) -> int:
+    """The frames of one segment of `segment_seconds` at `rate` (at least one)."""
+    return max(1, round(segment_seconds * rate))
+
+
 def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions, segment_seconds: float, jobs: int,
                      stats: TextIO | None) -> EncodeResult:
     """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) in the
@@ -459,7 +464,7 @@ def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions,
         total = reader.info.frame_count
         if total is None:
             total = sum(1 for _ in reader.frames())
-    length = max(1, round(segment_seconds * rate))
+    length = segment_length(segment_seconds, rate)
     starts = list(range(0, total, length))
     if not starts:
         raise ValueError(f"{source}: no frames to encode")

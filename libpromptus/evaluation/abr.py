@@ -10,9 +10,8 @@ The client (as in Pensieve's simulator, without its latency and noise): it fetch
 segment at a time over the trace's throughput; playback starts when the first segment
 has arrived (the startup delay); a segment that takes longer than the buffer holds
 stalls playback for the difference (a rebuffering event); the client waits while the
-buffer is full (`max_buffer`, 30 s). The ABR is BBA (Huang et al., SIGCOMM 2014): the lowest
-rate while the buffer is below the reservoir, the highest above reservoir + cushion,
-and in between the highest rung at or below a rate rising linearly with the buffer.
+buffer is full (`max_buffer`, 30 s). The ABR is `dash.abr.BBA`, the rule the real DASH
+client uses.
 
 Simplifications, stated: a rung switch is free (every segment decodable on its own, as
 with closed GOPs; Promptus segments would need `pmtenc --segment-seconds`), and the
@@ -25,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from ..dash.abr import BBA, Observation
 from .metrics import SevereRule, mean_metrics
 from .traces import Trace
 
-__all__ = ["BBA", "MAX_BUFFER", "Rung", "Session", "simulate"]
+__all__ = ["MAX_BUFFER", "Rung", "Session", "simulate"]
 
 MAX_BUFFER = 30.0   # seconds of video the client holds at most
 
@@ -40,23 +40,6 @@ class Rung:
     label: str
     bitrate: float
     frames: Sequence[dict]
-
-
-@dataclass(frozen=True)
-class BBA:
-    """Buffer-based rate choice: reservoir and cushion in seconds (Pensieve's BB: 5 and 10)."""
-
-    reservoir: float = 5.0
-    cushion: float = 10.0
-
-    def choose(self, buffer: float, rates: Sequence[float]) -> int:
-        """The index of the rung to fetch (rates ascending) at `buffer` seconds of video."""
-        if buffer <= self.reservoir:
-            return 0
-        if buffer >= self.reservoir + self.cushion:
-            return len(rates) - 1
-        allowed = rates[0] + (rates[-1] - rates[0]) * (buffer - self.reservoir) / self.cushion
-        return max(i for i, rate in enumerate(rates) if rate <= allowed)
 
 
 @dataclass
@@ -104,7 +87,7 @@ def simulate(ladder: Sequence[Rung], trace: Trace, rate: Fraction, *,
             wait = buffer + segment_seconds - max_buffer
             time += wait
             buffer -= wait
-        choice = abr.choose(buffer, rates) if index else 0
+        choice = abr.choose(Observation(index + 1, buffer), rates) if index else 0
         rung = rungs[choice]
         bits = rung.bitrate * segment_seconds
         elapsed = trace.download_time(time, bits)
