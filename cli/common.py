@@ -61,15 +61,17 @@ def add_overwrite_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def open_input(name: str, *, abr: str | None = None, abr_log: str | None = None) -> Iterator[BinaryIO]:
+def open_input(name: str, *, abr: str | None = None, abr_log: str | None = None,
+               max_buffer: float | None = None) -> Iterator[BinaryIO]:
     """Open a file, standard input for `-`/`pipe:`, or a URL: http(s):// (read as it
     downloads), tcp://HOST:PORT or tcp://HOST:PORT?listen (`libpromptus.io.network`), or
     an MPD at http(s)://…/NAME.mpd, read as the path its `abr` rule fetches
-    (`libpromptus.dash.client`; `abr_log`: its per-segment records, JSON Lines)."""
-    from ..dash.client import DashReader, is_manifest_url
+    (`libpromptus.dash.client`; `abr_log`: its per-segment records, JSON Lines;
+    `max_buffer`: the seconds of media it fetches ahead at most)."""
+    from ..dash.client import MAX_BUFFER_S, DashReader, is_manifest_url
 
-    if (abr is not None or abr_log is not None) and not is_manifest_url(name):
-        raise CommandError("--abr and --abr-log need an MPD input (http://HOST/PATH/NAME.mpd)")
+    if (abr, abr_log, max_buffer) != (None, None, None) and not is_manifest_url(name):
+        raise CommandError("--abr, --abr-log and --max-buffer need an MPD input (http://HOST/PATH/NAME.mpd)")
     if is_stdin(name):
         yield sys.stdin.buffer
         return
@@ -82,7 +84,8 @@ def open_input(name: str, *, abr: str | None = None, abr_log: str | None = None)
             raise CommandError(str(err)) from None
         log = open(abr_log, "w") if abr_log else None  # noqa: SIM115 - closed below
         try:
-            with DashReader(name, rule, log=log) as reader:
+            with DashReader(name, rule, log=log, max_buffer=MAX_BUFFER_S if max_buffer is None else max_buffer) \
+                    as reader:
                 yield io.BufferedReader(reader)
         finally:
             if log is not None:

@@ -70,6 +70,8 @@ def _parser() -> ArgumentParser:
                                "bandwidth, one per segment, the last repeated)")
     adaptive.add_argument("--abr-log", default=None, metavar="FILE.jsonl",
                           help="one JSON record per segment: rendition, bytes, download time, throughput, buffer, stall")
+    adaptive.add_argument("--max-buffer", type=float, default=None, metavar="S",
+                          help="seconds of media fetched ahead at most (default 30; at least one segment)")
     frames = parser.add_argument_group("frames")
     frames.add_argument("--start-frame", type=int, default=0, metavar="N", help="first frame to output")
     frames.add_argument("-frames:v", "-vframes", dest="frames", type=int, default=None, metavar="N",
@@ -101,7 +103,7 @@ def _main(argv: list[str]) -> int:
     if args.output is not None and is_stdout(args.output) and args.progress is not None \
             and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and video on standard output would mix; use -progress pipe:2")
-    with open_input(args.input, abr=args.abr, abr_log=args.abr_log) as handle:
+    with open_input(args.input, abr=args.abr, abr_log=args.abr_log, max_buffer=args.max_buffer) as handle:
         outlines = None
         if not args.conceal and _is_regular_file(handle):
             # a file is checked whole first, keeping only each stream's outline (memory stays

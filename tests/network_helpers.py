@@ -48,13 +48,18 @@ def serve_folder(folder: Path, *, bind: str = LOOPBACK, command: list[str] | Non
         port = int(words[words.index("port") + 1])
         yield f"http://{bind}:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop(server)
         server.stdout.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -122,7 +122,7 @@ def test_a_bad_abr_rule_and_a_rendition_that_does_not_exist_are_one_line(server,
 
 def test_abr_options_need_an_mpd(tmp_path):
     line = error_line(run_cli("pmtdec", "-i", "x.pmt", "--abr", "bba", tmp_path / "o.y4m"), "pmtdec")
-    assert line.endswith("--abr and --abr-log need an MPD input (http://HOST/PATH/NAME.mpd)")
+    assert line.endswith("--abr, --abr-log and --max-buffer need an MPD input (http://HOST/PATH/NAME.mpd)")
 
 
 def test_a_missing_mpd_and_a_file_that_is_not_one_are_one_line(server, tmp_path):

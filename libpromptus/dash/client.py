@@ -4,8 +4,8 @@ rendition per segment, as one `.pmt` byte stream for the live decoder (SPEC.md A
 A downloader thread fetches the MPD, one init segment, then media segments 1, 2, … in
 order, each from the rendition the ABR rule (`dash.abr`) picks for it; the reader side
 (`DashReader.read`) hands the bytes on as they come, so frames are generated while later
-segments download. The client keeps a player's buffer: playback starts when the first
-media segment is in and drains the buffer in real time; a segment that takes longer to
+segments download. The client keeps a player's buffer: playback starts when the decoder
+takes the first media segment and drains the buffer in real time; a segment that takes longer to
 arrive than the buffer holds stalls playback for the difference; while the buffer holds
 `max_buffer` seconds the downloader waits. The decoder's own speed is not part of this
 model (its latency is in each frame's `arrived` time): what is measured is the network.
@@ -33,6 +33,8 @@ from .manifest import ManifestError, Presentation, parse_mpd
 MAX_MPD_BYTES = 1 << 20
 #: Seconds of media the client holds at most before it waits (as pmteval's simulation).
 MAX_BUFFER_S = 30.0
+#: Throughput measurements kept for the rules (the throughput rule uses the last 3).
+_KEPT = 8
 
 
 def is_manifest_url(name: str) -> bool:
@@ -44,7 +46,9 @@ def is_manifest_url(name: str) -> bool:
 
 @dataclass(frozen=True)
 class SegmentRecord:
-    """What fetching one segment was like: `t_s` is when it finished, from the client's start."""
+    """What fetching one segment was like: `t_s` is when it finished, from the client's
+    start, and `time` the same instant as a Unix time (to line up with a network trace);
+    `buffer_s` is the buffer after it arrived, `stall_s` how long playback waited for it."""
 
     segment: int
     rendition: str
@@ -55,6 +59,7 @@ class SegmentRecord:
     buffer_s: float
     stall_s: float
     t_s: float
+    time: float
 
 
 def fetch(url: str, limit: int | None = None) -> bytes:
@@ -77,6 +82,41 @@ def load_presentation(url: str) -> Presentation:
         raise ManifestError(f"{network.redact(url)}: {err}") from None
 
 
+class _Playback:
+    """A player's clock: playback starts when the decoder takes the first media segment
+    and runs in real time; the buffer is the media downloaded minus the media played;
+    playback stops (a stall) while the buffer is empty. Before playback starts (the
+    decoder is still loading its model) nothing is played, so nothing stalls."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.begun = threading.Event()
+        self.downloaded = 0.0               # seconds of media
+        self.stalled = 0.0                  # seconds playback waited
+
+    def start(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+            self.begun.set()
+
+    def played(self, now: float) -> float:
+        if self.started is None:
+            return 0.0
+        return min(self.downloaded, now - self.started - self.stalled)
+
+    def buffer(self, now: float) -> float:
+        return self.downloaded - self.played(now)
+
+    def arrived(self, now: float, seconds: float) -> float:
+        """A segment of `seconds` arrived at `now`: the stall it ended (0 if none)."""
+        stall = 0.0
+        if self.started is not None:
+            stall = max(0.0, now - self.started - self.stalled - self.downloaded)
+            self.stalled += stall
+        self.downloaded += seconds
+        return stall
+
+
 class DashReader(io.RawIOBase):
     """The bytes of a path through the presentation at `url`, as they download.
 
@@ -95,7 +135,10 @@ class DashReader(io.RawIOBase):
             self.rule.check(len(self.presentation.renditions))
         self._on_segment, self._log, self._max_buffer = on_segment, log, max_buffer
         self._chunks: queue.Queue = queue.Queue()
+        # the init segment and up to a full buffer of media segments wait for the decoder
         self._room = threading.Semaphore(max(1, int(max_buffer // self.presentation.segment_seconds)) + 1)
+        self._playback = _Playback()
+        self._taken = 0
         self._stop = threading.Event()
         self._pending = b""
         self._thread = threading.Thread(target=self._download, name="dash-client", daemon=True)
@@ -113,6 +156,9 @@ class DashReader(io.RawIOBase):
                 raise item
             self._pending = item
             self._room.release()
+            self._taken += 1
+            if self._taken == 2:            # the first media segment: playback starts
+                self._playback.start(time.monotonic())
         count = min(len(buffer), len(self._pending))
         buffer[:count] = self._pending[:count]
         self._pending = self._pending[count:]
@@ -147,31 +193,35 @@ class DashReader(io.RawIOBase):
         start = time.monotonic()
         if not self._put(fetch(presentation.init_url(renditions[0]))):
             return
-        buffer = 0.0
+        playback = self._playback
         throughputs: list[float] = []
-        length = presentation.segment_seconds
         for number in range(1, presentation.segment_count + 1):
-            if number > 1 and buffer + length > self._max_buffer:   # the buffer is full: wait for room
-                wait = buffer + length - self._max_buffer
-                if self._stop.wait(wait):
+            length = presentation.segment_frame_count(number) / float(presentation.rate)
+            while (wait := playback.buffer(time.monotonic()) + length - self._max_buffer) > 0:
+                # the buffer is full: wait for playback to make room (or to start)
+                if self._stop.wait(wait) if playback.begun.is_set() else self._wait_for_playback():
                     return
-                buffer -= wait
-            rendition = renditions[self.rule.choose(Observation(number, buffer, tuple(throughputs)), rates)]
+            seen = Observation(number, playback.buffer(time.monotonic()), tuple(throughputs[-_KEPT:]))
+            rendition = renditions[self.rule.choose(seen, rates)]
             began = time.monotonic()
             data = fetch(presentation.media_url(rendition, number))
-            took = max(time.monotonic() - began, 1e-6)
-            stall = 0.0
-            if number > 1:
-                stall = max(0.0, took - buffer)
-                buffer = max(0.0, buffer - took)
-            buffer += presentation.segment_frame_count(number) / float(presentation.rate)
+            now = time.monotonic()
+            took = max(now - began, 1e-6)
+            stall = playback.arrived(now, length)
             throughputs.append(len(data) * 8 / took)
             record = SegmentRecord(number, rendition.id, rendition.bandwidth, len(data), round(took, 4),
-                                   round(throughputs[-1], 1), round(buffer, 4), round(stall, 4),
-                                   round(time.monotonic() - start, 4))
+                                   round(throughputs[-1], 1), round(playback.buffer(now), 4), round(stall, 4),
+                                   round(now - start, 4), round(time.time(), 4))
             self._record(record)
             if not self._put(data):
                 return
+
+    def _wait_for_playback(self) -> bool:
+        """Wait until playback starts; True when the reader closed meanwhile."""
+        while not self._playback.begun.wait(0.1):
+            if self._stop.is_set():
+                return True
+        return self._stop.is_set()
 
     def _record(self, record: SegmentRecord) -> None:
         if self._log is not None:
