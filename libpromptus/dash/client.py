@@ -201,7 +201,7 @@ class DashReader(io.RawIOBase):
                 # the buffer is full: wait for playback to make room (or to start)
                 if self._stop.wait(wait) if playback.begun.is_set() else self._wait_for_playback():
                     return
-            seen = Observation(number, playback.buffer(time.monotonic()), tuple(throughputs[-_KEPT:]))
+            seen = Observation(number, playback.buffer(time.monotonic()), tuple(throughputs))
             rendition = renditions[self.rule.choose(seen, rates)]
             began = time.monotonic()
             data = fetch(presentation.media_url(rendition, number))
@@ -209,6 +209,7 @@ class DashReader(io.RawIOBase):
             took = max(now - began, 1e-6)
             stall = playback.arrived(now, length)
             throughputs.append(len(data) * 8 / took)
+            del throughputs[:-_KEPT]
             record = SegmentRecord(number, rendition.id, rendition.bandwidth, len(data), round(took, 4),
                                    round(throughputs[-1], 1), round(playback.buffer(now), 4), round(stall, 4),
                                    round(now - start, 4), round(time.time(), 4))
