@@ -5,6 +5,7 @@ from fractions import Fraction
 import pytest
 
 from libpromptus.dash.abr import BBA, Fixed, Observation, Throughput, parse_rule
+from libpromptus.dash.client import PlaybackClock
 from libpromptus.dash.manifest import (
     INIT_TEMPLATE,
     MEDIA_TEMPLATE,
@@ -101,3 +102,14 @@ def test_rules_parse_and_print_back(text, rule):
 def test_unknown_rules_are_refused(text):
     with pytest.raises(ValueError, match="expected bba"):
         parse_rule(text)
+
+
+def test_the_playback_clock_counts_stalls_only_once_playback_has_begun():
+    clock = PlaybackClock()
+    assert clock.arrived(0.0, 2.0) == 0.0 and clock.arrived(5.0, 2.0) == 0.0   # prefetch while the model loads
+    assert clock.buffer(9.0) == 4.0                                             # nothing played yet
+    clock.start(10.0)
+    assert clock.buffer(11.5) == 2.5
+    assert clock.arrived(15.0, 2.0) == 1.0           # 4 s of media ran out at 14 s: a 1-s stall
+    assert clock.buffer(15.0) == 2.0 and clock.buffer(16.0) == 1.0
+    assert clock.buffer(30.0) == 0.0                 # stalled again, nothing more played than downloaded

@@ -82,7 +82,7 @@ def load_presentation(url: str) -> Presentation:
         raise ManifestError(f"{network.redact(url)}: {err}") from None
 
 
-class _Playback:
+class PlaybackClock:
     """A player's clock: playback starts when the decoder takes the first media segment
     and runs in real time; the buffer is the media downloaded minus the media played;
     playback stops (a stall) while the buffer is empty. Before playback starts (the
@@ -137,7 +137,7 @@ class DashReader(io.RawIOBase):
         self._chunks: queue.Queue = queue.Queue()
         # the init segment and up to a full buffer of media segments wait for the decoder
         self._room = threading.Semaphore(max(1, int(max_buffer // self.presentation.segment_seconds)) + 1)
-        self._playback = _Playback()
+        self._playback = PlaybackClock()
         self._taken = 0
         self._stop = threading.Event()
         self._pending = b""
