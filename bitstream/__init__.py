@@ -8,6 +8,7 @@ from .framing import SIGNATURE, VERSION_MAJOR, VERSION_MINOR
 from .merge import merge_streams
 from .reader import ReadUnit, Scene, Stream, read_streams, read_units
 from .seeking import SeekPoint, StreamOutline, outline_streams, read_from_frame
+from .truncate import truncate_rank
 from .units import (
     Coding,
     EndOfStream,
@@ -31,6 +32,7 @@ __all__ = [
     "ERROR_CODES", "InvalidDataError", "SIGNATURE", "VERSION_MAJOR", "VERSION_MINOR",
     "ReadUnit", "Scene", "Stream", "read_streams", "read_units",
     "SeekPoint", "StreamOutline", "outline_streams", "read_from_frame", "StreamWriter", "merge_streams",
+    "truncate_rank",
     "Coding", "EndOfStream", "Index", "IndexEntry", "Keyframe", "LatentCodec", "Metadata", "NoiseAlgorithm",
     "PredictionType", "SceneCut", "SceneStart", "SequenceHeader", "Unit", "UnitType", "UnknownUnit",
 ]

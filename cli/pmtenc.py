@@ -93,6 +93,10 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--patience", type=int, default=None, metavar="N",
                          help="stop a keyframe's fitting after N iterations without a better loss (default: off)")
     fitting.add_argument("--seed", type=int, default=0, help="seed of the factor initialisation")
+    fitting.add_argument("--scalable", action="store_true",
+                         help="fit every keyframe so that each rank prefix of its factors is a usable rung (nested "
+                              "dropout, as ScalablePromptus): a lower rank is cut from the stream without re-encoding "
+                              "(libpromptus.bitstream.truncate_rank)")
     fitting.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
     fitting.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                          help="auto: bf16 on CUDA, fp32 on the CPU")
@@ -178,7 +182,7 @@ def _encode_video(args) -> int:
     options = dict(model=args.model, **({} if dash else renditions[0]), first_iterations=first, iterations=iterations,
                    scene_threshold=threshold, latent_codec=args.latent_codec or "q8", coding=args.coding,
                    perceptual=args.perceptual, alpha=args.alpha, warm_start=args.warm_start,
-                   temporal_beta=args.temporal_beta, patience=args.patience, seed=args.seed,
+                   temporal_beta=args.temporal_beta, patience=args.patience, seed=args.seed, scalable=args.scalable,
                    device=args.device, precision=args.precision,
                    size=parse_size(args.size) if args.size else None, fit=args.fit, rate=rate, start=args.start,
                    duration=args.duration, max_frames=args.frames)

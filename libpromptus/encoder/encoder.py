@@ -55,6 +55,7 @@ class EncoderSettings:
     temporal_beta: float | None = None       # the paper's beta*D + (1-beta)*||c_t - c_t-1||; None: off (official)
     seed: int = 0
     batch: int = DEFAULT_BATCH               # frames per engine call, as the decoder will generate them
+    scalable: bool = False                   # nested dropout: every rank prefix of a keyframe is a rung
 
 
 @dataclass
@@ -132,8 +133,9 @@ class Encoder:
         self._next_frame = 0
         self._interval = settings.interval
         self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300,
-                                               patience=settings.patience)
-        self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20, patience=settings.patience)
+                                               patience=settings.patience, nested=settings.scalable)
+        self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20, patience=settings.patience,
+                                         nested=settings.scalable)
 
     @property
     def writer(self) -> StreamWriter:

@@ -27,6 +27,10 @@ class FitSettings:
     plateau_window: int = 20         # halve the rate when the best loss has not improved for this many iterations
     min_learning_rate: float = 0.001
     patience: int | None = None      # stop early after this many iterations without improvement
+    #: scalable (nested dropout, ScalablePromptus): each iteration after the first keeps a
+    #: random rank prefix k in 1..r of the factors (and of the previous keyframe's), so that
+    #: every prefix is a usable rung; the kept best and the plateau rule follow the full rank
+    nested: bool = False
 
 
 @dataclass
@@ -73,21 +77,27 @@ def fit_keyframe(forward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Ten
     done = 0
     for iteration in range(1, settings.iterations + 1):
         optimizer.zero_grad(set_to_none=True)
-        prompts = interval_prompts(fake_quantize(u), fake_quantize(v), previous, steps, interval)
+        kept = rank
+        if settings.nested and iteration > 1:
+            kept = int(torch.randint(1, rank + 1, (1,), generator=generator))
+        prompts = interval_prompts(fake_quantize(u)[:, :kept], fake_quantize(v)[:kept],
+                                   None if previous is None else (previous[0][:, :kept], previous[1][:kept]),
+                                   steps, interval)
         _, images = forward(batch, prompts)
         loss = loss_fn(images, targets, prompts).mean()
         value = float(loss.detach())
-        if value < best.loss:
+        full = kept == rank
+        if full and value < best.loss:
             best = FitResult(u.detach().clone(), v.detach().clone(), value, iteration - 1)
             since_best = 0
-        else:
+        elif full:
             since_best += 1
         loss.backward()
         optimizer.step()
         done = iteration
         if on_iteration is not None:
             on_iteration(iteration, value)
-        if since_best and since_best % settings.plateau_window == 0:
+        if full and since_best and since_best % settings.plateau_window == 0:
             for group in optimizer.param_groups:
                 group["lr"] = max(group["lr"] / 2, settings.min_learning_rate)
         if settings.patience is not None and since_best >= settings.patience:

@@ -65,6 +65,7 @@ class EncodeOptions:
     warm_start: bool = False
     temporal_beta: float | None = None     # the paper's temporal smoothing (beta 0.2 there); None: off
     patience: int | None = None            # early stopping: iterations without improvement; None: off
+    scalable: bool = False                 # nested dropout: every rank prefix of a keyframe is a usable rung
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"                # auto: bf16 on CUDA, fp32 on the CPU
@@ -131,7 +132,8 @@ class EncoderSetup:
             iterations=profile.iterations if opts.iterations is None else opts.iterations,
             alpha=opts.alpha, scene_threshold=opts.scene_threshold,
             latent_codec=LatentCodec[opts.latent_codec.upper()], coding=Coding[opts.coding.upper()],
-            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed)
+            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed,
+            scalable=opts.scalable)
         self.perceptual = make_perceptual_loss(opts.perceptual, self.engine.device)
 
     def _rank_and_interval(self) -> tuple[int, int]:
@@ -158,7 +160,7 @@ class EncoderSetup:
                          ("settings", f"model={self.generator.name} rank={self.rank} interval={self.interval} "
                                       f"iterations={settings.first_iterations}/{settings.iterations} "
                                       f"latent_codec={opts.latent_codec} perceptual={self.perceptual.kind} "
-                                      f"seed={opts.seed}")))
+                                      f"seed={opts.seed}" + (" scalable" if opts.scalable else ""))))
 
     def encoder(self, writer: StreamWriter, **callbacks) -> Encoder:
         """An `Encoder` writing to `writer`, the interval adapted to -b:v unless -g fixed it;
