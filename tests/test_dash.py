@@ -151,3 +151,21 @@ def test_pmtenc_refuses_dash_options_without_dash_and_lists_without_dash(tmp_pat
                               tmp_path / "m.mpd"), "pmtenc")
     assert line.endswith("lists must have one length (a single value applies to every rendition)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_scalable_rendition_set_is_cut_from_one_fit(tmp_path):
+    from libpromptus.bitstream import read_streams
+
+    write_sample(str(tmp_path / "clip.y4m"), FRAMES, SIZE, SIZE)
+    (tmp_path / "out").mkdir()
+    args = ["--model", "tiny", "-f", "dash", "--rank", "1,3", "-g", "3", "--iterations", "1", "--first-iterations", "1",
+            "-seg_duration", "0.2", "--scalable"]
+    proc = run_cli("pmtenc", "-i", tmp_path / "clip.y4m", *args, tmp_path / "out" / "manifest.mpd", timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    low, high = (read_streams(rendition_file(tmp_path / "out" / "manifest.mpd", r, tmp_path))[0] for r in (0, 1))
+    pairs = [(a.unit, b.unit) for s, t in zip(low.scenes, high.scenes) for a, b in zip(s.keyframes, t.keyframes)]
+    assert pairs and all(a.u.shape[1] == 1 and b.u.shape[1] == 3 for a, b in pairs)
+    assert all(np.array_equal(a.u, b.u[:, :1]) and np.array_equal(a.v, b.v[:1]) for a, b in pairs)
+    line = error_line(run_cli("pmtenc", "-i", tmp_path / "clip.y4m", "--model", "tiny", "-f", "dash", "-b:v",
+                              "50k,90k", "--scalable", tmp_path / "m.mpd"), "pmtenc")
+    assert line.endswith("give them as --rank R1,R2,... (one -g for all, no -b:v)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from ..bitstream import read_streams
+from ..bitstream import read_streams, truncate_rank
 from ..dash.manifest import INIT_TEMPLATE, MEDIA_TEMPLATE, Presentation
 from ..dash.packager import PackagedRendition, check_templates, package
 from .job import EncodeResult, encode, segment_length
@@ -40,7 +40,9 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
     """Encode `source` once per entry of `renditions` (each the `EncodeOptions` that differ
     between rungs: `bitrate`, `rank`, `interval`) into segments of `segment_seconds`
     beside `manifest`, the MPD. `options`: the `EncodeOptions` every rendition shares.
-    Representation ids are 0, 1, … in the order given."""
+    Representation ids are 0, 1, … in the order given. With `scalable=True` the
+    renditions differ only in `rank`: one nested-dropout fit at the highest rank gives
+    them all, each cut from it by `bitstream.truncate_rank` (no fitting per rung)."""
     target = Path(manifest)
     if not renditions:
         raise ValueError("-f dash needs at least one rendition")
@@ -48,18 +50,35 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
         raise FileExistsError(f"{manifest}: already exists (use -y to overwrite)")
     check_templates(*(name.replace("$ext$", "pmt") for name in (init_name, media_name)))
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.renditions.") as work:
-        paths, encodes = [], []
-        for number, changes in enumerate(renditions):
-            paths.append(Path(work, f"{number}.pmt"))
-            encodes.append(encode(source, str(paths[-1]), overwrite=True, segment_seconds=segment_seconds,
-                                  jobs=jobs, **{**options, **changes}))
+        paths = [Path(work, f"{number}.pmt") for number in range(len(renditions))]
+        if options.get("scalable"):
+            encodes = _cut_renditions(source, paths, renditions, Path(work, "top.pmt"), segment_seconds, jobs, options)
+        else:
+            encodes = [encode(source, str(path), overwrite=True, segment_seconds=segment_seconds, jobs=jobs,
+                              **{**options, **changes}) for path, changes in zip(paths, renditions)]
         header = read_streams(paths[0], values=False)[0].header
         rate = Fraction(header.fps_num, header.fps_den)
         presentation, packaged = package(paths, target, segment_length(segment_seconds, rate),
                                          init_name=init_name, media_name=media_name, overwrite=overwrite)
-    for result, rendition in zip(encodes, packaged):
+    for result, changes, rendition in zip(encodes, renditions, packaged):
         log.info("rendition %s: %d bytes in %d segments, %.1f kbit/s (largest segment %.1f kbit/s), rank %d, "
                  "keyframe interval %d", rendition.id, rendition.init_bytes + sum(rendition.segment_bytes),
                  len(rendition.segment_bytes), rendition.mean_bitrate_bps / 1000, rendition.bandwidth / 1000,
-                 result.rank, result.interval)
+                 min(changes.get("rank") or result.rank, result.rank), result.interval)
     return DashResult(presentation, tuple(encodes), packaged)
+
+
+def _cut_renditions(source: str, paths: list[Path], renditions: list[dict], top: Path, segment_seconds: float,
+                    jobs: int, options: dict) -> list[EncodeResult]:
+    """`-f dash --scalable`: one fit at the highest `--rank`, each rendition cut from it."""
+    ranks = [changes.get("rank") for changes in renditions]
+    if any(rank is None for rank in ranks) or any(changes.get("bitrate") is not None for changes in renditions) \
+            or len({changes.get("interval") for changes in renditions}) > 1:
+        raise ValueError("-f dash --scalable cuts its renditions from one fit: give them as --rank R1,R2,... "
+                         "(one -g for all, no -b:v)")
+    result = encode(source, str(top), overwrite=True, segment_seconds=segment_seconds, jobs=jobs,
+                    **{**options, **renditions[0], "rank": max(ranks)})
+    for path, rank in zip(paths, ranks):
+        with path.open("wb") as sink:
+            truncate_rank(top, sink, rank)
+    return [result] * len(paths)
