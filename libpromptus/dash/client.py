@@ -6,7 +6,8 @@ order, each from the rendition the ABR rule (`dash.abr`) picks for it; the reade
 (`DashReader.read`) hands the bytes on as they come, so frames are generated while later
 segments download. The client keeps a player's buffer: playback starts when the decoder
 takes the first media segment and drains the buffer in real time; a segment that takes longer to
-arrive than the buffer holds stalls playback for the difference; while the buffer holds
+arrive than the buffer holds stalls playback for the difference (time the downloader
+waits for a decoder slower than real time pauses the clock instead); while the buffer holds
 `max_buffer` seconds the downloader waits. The decoder's own speed is not part of this
 model (its latency is in each frame's `arrived` time): what is measured is the network.
 Memory stays bounded by `max_buffer` seconds of segments, whatever the length.
@@ -99,6 +100,11 @@ class PlaybackClock:
             self.started = now
             self.begun.set()
 
+    def hold(self, seconds: float) -> None:
+        """Playback waited `seconds` for the decoder: the clock stops for that long."""
+        if self.started is not None:
+            self.stalled += seconds
+
     def played(self, now: float) -> float:
         if self.started is None:
             return 0.0
@@ -177,10 +183,15 @@ class DashReader(io.RawIOBase):
             self._chunks.put(None)
 
     def _put(self, data: bytes) -> bool:
-        """Queue `data` for the reader once there is room; False when the reader closed."""
+        """Queue `data` for the reader once there is room; False when the reader closed.
+
+        Time spent waiting here is the decoder's lag (it takes segments slower than real
+        time), not the network's: it pauses the playback clock instead of draining the buffer."""
+        waited_from = time.monotonic()
         while not self._room.acquire(timeout=0.1):
             if self._stop.is_set():
                 return False
+        self._playback.hold(time.monotonic() - waited_from)
         if self._stop.is_set():
             return False
         self._chunks.put(data)
