@@ -171,7 +171,7 @@ def test_the_client_follows_a_throughput_drop_down_and_back_up(tmp_path):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "no_proxy": address})
         trace.start()
         try:
-            out, err = decoder.communicate(timeout=120)
+            out, err = decoder.communicate(timeout=5 * DEADLINE_S)   # 16 s of media; generous for a loaded machine
         finally:
             trace.stop.set()
             trace.join(timeout=10)
