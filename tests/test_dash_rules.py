@@ -1,5 +1,6 @@
 """The DASH pieces without a network: SegmentTemplate names, MPD round trips and
 refusals, and the ABR rules' choices."""
+import dataclasses
 from fractions import Fraction
 
 import pytest
@@ -45,7 +46,7 @@ def test_templates_that_cannot_be_expanded_are_refused(template, message):
 
 def test_an_mpd_round_trips_with_urls_resolved_against_its_own():
     read = parse_mpd(mpd_text(PRESENTATION), "http://host/v/manifest.mpd?k=1")
-    assert read == PRESENTATION.__class__(**{**PRESENTATION.__dict__, "base_url": "http://host/v/manifest.mpd?k=1"})
+    assert read == dataclasses.replace(PRESENTATION, base_url="http://host/v/manifest.mpd?k=1")
     assert read.segment_count == 3 and [read.segment_frame_count(n) for n in (1, 2, 3)] == [60, 60, 30]
     assert read.media_url(read.renditions[2], 3) == "http://host/v/chunk-streamhi-00003.pmt"
     assert read.init_url(read.renditions[0]) == "http://host/v/init-stream0.pmt"

@@ -41,8 +41,7 @@ def package(streams: list[str | os.PathLike], manifest: str | os.PathLike, segme
         raise ValueError("a rendition set needs at least one stream")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{os.fspath(manifest)}: already exists (use -y to overwrite)")
-    init_name, media_name = (name.replace("$ext$", EXTENSION) for name in (init_name, media_name))
-    check_templates(init_name, media_name)
+    init_name, media_name = segment_templates(init_name, media_name)
     header, total, renditions = None, 0, []
     with TemporaryOutput(target, directory=True) as staging:
         for number, path in enumerate(streams):
@@ -65,8 +64,10 @@ def package(streams: list[str | os.PathLike], manifest: str | os.PathLike, segme
     return presentation, tuple(renditions)
 
 
-def check_templates(init_name: str, media_name: str) -> None:
-    """Segment names that stay in the manifest's folder and name each segment once."""
+def segment_templates(init_name: str, media_name: str) -> tuple[str, str]:
+    """The init and media templates with FFmpeg's `$ext$` filled in, checked to keep
+    segment names in the manifest's folder and to name each segment once."""
+    init_name, media_name = (name.replace("$ext$", EXTENSION) for name in (init_name, media_name))
     for option, template in (("-init_seg_name", init_name), ("-media_seg_name", media_name)):
         probe = expand(template, representation="0", number=1, bandwidth=1)
         if "/" in probe or probe in ("", ".", ".."):
@@ -75,6 +76,7 @@ def check_templates(init_name: str, media_name: str) -> None:
             or "$Number" not in media_name:
         raise ValueError("-init_seg_name needs $RepresentationID$ and -media_seg_name $RepresentationID$ and "
                          "$Number$, so that every segment has its own name")
+    return init_name, media_name
 
 
 def segment_name(segment: Segment, rendition: str, init_name: str, media_name: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..bitstream import read_streams, truncate_rank
 from ..dash.manifest import INIT_TEMPLATE, MEDIA_TEMPLATE, Presentation
-from ..dash.packager import PackagedRendition, check_templates, package
+from ..dash.packager import PackagedRendition, package, segment_templates
 from .job import EncodeResult, encode, segment_length
 
 log = logging.getLogger("libpromptus")
@@ -48,7 +48,7 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
         raise ValueError("-f dash needs at least one rendition")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{manifest}: already exists (use -y to overwrite)")
-    check_templates(*(name.replace("$ext$", "pmt") for name in (init_name, media_name)))
+    segment_templates(init_name, media_name)        # refused before anything is fitted
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.renditions.") as work:
         paths = [Path(work, f"{number}.pmt") for number in range(len(renditions))]
         if options.get("scalable"):
@@ -64,7 +64,7 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
         log.info("rendition %s: %d bytes in %d segments, %.1f kbit/s (largest segment %.1f kbit/s), rank %d, "
                  "keyframe interval %d", rendition.id, rendition.init_bytes + sum(rendition.segment_bytes),
                  len(rendition.segment_bytes), rendition.mean_bitrate_bps / 1000, rendition.bandwidth / 1000,
-                 min(changes.get("rank") or result.rank, result.rank), result.interval)
+                 changes.get("rank") or result.rank, result.interval)
     return DashResult(presentation, tuple(encodes), packaged)
 
 
