@@ -2,17 +2,24 @@
 lower rungs cut out without re-encoding, against a separate fit per rung.
 
     python benchmarks/scalable.py [--ranks 1,2,4] [--frames 24] [--size 64] [-g 4]
-                                  [--iterations 40 --first-iterations 80] [--out FILE.json]
+                                  [--iterations 40 --first-iterations 80] [--seg-duration 0.4] [--out FILE.json]
 
     pmtenc -i clip.y4m --model tiny --rank 4 --scalable top.pmt      (then bitstream.truncate_rank to 1, 2)
     pmtenc -i clip.y4m --model tiny --rank K rung-K.pmt               for each K
+    pmtenc -i clip.y4m --model tiny -f dash --rank 1,2,4 [--scalable] -seg_duration 0.4 out/manifest.mpd
 
 Each stream is decoded with pmtdec and compared with the clip (mean PSNR over frames);
-encode times are wall-clock seconds of pmtenc, run one after another.
+encode times are wall-clock seconds of pmtenc, run one after another. The scalable
+stream's keyframes are LAYERED (one coded block per rank component): `layered_bytes`
+against `entropy_bytes` (the same symbols coded as one block per factor) is the price of
+the layout. The two DASH encodes give the same figures for a rendition set: the
+scalable one's renditions must be the `truncate_rank` cuts of its top rendition.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
 import subprocess
 import sys
 import tempfile
@@ -23,7 +30,7 @@ import av
 import numpy as np
 from environment import environment, report
 
-from libpromptus.bitstream import truncate_rank
+from libpromptus.bitstream import Coding, Keyframe, StreamWriter, read_units, truncate_rank
 from libpromptus.io.samples import write_sample
 from libpromptus.process.quality import psnr
 
@@ -36,6 +43,63 @@ def encode(clip: Path, out: Path, rank: int, args, *extra: str) -> float:
                     "--rank", str(rank), "-g", str(args.g), "--iterations", str(args.iterations),
                     "--first-iterations", str(args.first_iterations), *extra, str(out)], check=True)
     return time.monotonic() - began
+
+
+def as_entropy_coded(stream: Path) -> int:
+    """Bytes of `stream` with its keyframes coded as one block per factor (ENTROPY), version 1.0."""
+    sink = _Counter()
+    writer = None
+    for item in read_units(stream):
+        unit = item.unit
+        if writer is None:
+            writer = StreamWriter(sink, unit)
+        elif isinstance(unit, Keyframe):
+            writer.write(dataclasses.replace(unit, coding=Coding.ENTROPY))
+        elif type(unit).__name__ not in ("Index", "EndOfStream"):
+            writer.write(unit)
+    return writer.close()
+
+
+class _Counter:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def dash(clip: Path, out: Path, ranks: list[int], args, *extra: str) -> tuple[float, list[int]]:
+    """Encode a rendition set; return the seconds and each rendition's bytes (init + media segments)."""
+    began = time.monotonic()
+    subprocess.run([*MODULE, "libpromptus.cli.pmtenc", "-loglevel", "error", "-y", "-i", str(clip), "--model", "tiny",
+                    "-f", "dash", "--rank", ",".join(map(str, ranks)), "-g", str(args.g), "-seg_duration",
+                    str(args.seg_duration), "--iterations", str(args.iterations), "--first-iterations",
+                    str(args.first_iterations), *extra, str(out / "manifest.mpd")], check=True)
+    seconds = time.monotonic() - began
+    sizes = [sum(p.stat().st_size for p in out.glob(f"*-stream{number}*")) for number in range(len(ranks))]
+    return seconds, sizes
+
+
+def assembled(out: Path, number: int) -> bytes:
+    """Rendition `number` of a DASH output as one stream: its init segment and every media segment."""
+    return (out / f"init-stream{number}.pmt").read_bytes() + b"".join(
+        path.read_bytes() for path in sorted(out.glob(f"chunk-stream{number}-*.pmt")))
+
+
+def keyframes(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    return [(item.unit.frame_index, item.unit.u.tobytes(), item.unit.v.tobytes())
+            for item in read_units(io.BytesIO(data)) if isinstance(item.unit, Keyframe)]
+
+
+def cuts_match(out: Path, ranks: list[int]) -> bool:
+    """Whether each rendition's keyframes are those of the top rendition cut to its rank."""
+    whole = assembled(out, ranks.index(max(ranks)))
+    for number, rank in enumerate(ranks):
+        cut = io.BytesIO()
+        truncate_rank(io.BytesIO(whole), cut, rank)
+        if keyframes(cut.getvalue()) != keyframes(assembled(out, number)):
+            return False
+    return True
 
 
 def quality(stream: Path, source: np.ndarray) -> float:
@@ -53,6 +117,7 @@ def main() -> None:
     parser.add_argument("-g", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--first-iterations", type=int, default=80)
+    parser.add_argument("--seg-duration", type=float, default=0.4)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -75,6 +140,12 @@ def main() -> None:
             rungs.append({"rank": rank, "truncated_bytes": cut.stat().st_size, "truncated_psnr_db": quality(cut, source),
                           "separate_bytes": own.stat().st_size, "separate_psnr_db": quality(own, source),
                           "separate_encode_s": round(seconds, 1)})
+        layered_bytes, entropy_bytes = top.stat().st_size, as_entropy_coded(top)
+        scalable_dash = Path(folder, "dash-scalable")
+        separate_dash = Path(folder, "dash-separate")
+        dash_scalable_s, dash_scalable_bytes = dash(clip, scalable_dash, ranks, args, "--scalable")
+        dash_separate_s, dash_separate_bytes = dash(clip, separate_dash, ranks, args)
+        matched = cuts_match(scalable_dash, ranks)
     result = {
         **environment("scalable", {"ranks": ranks, "frames": args.frames, "size": args.size, "g": args.g,
                                    "iterations": args.iterations, "first_iterations": args.first_iterations,
@@ -83,6 +154,14 @@ def main() -> None:
         "separate_encodes_s": round(separate_s, 1),
         "encode_time_ratio": round(scalable_s / separate_s, 3),
         "rungs": rungs,
+        "layered_bytes": layered_bytes,
+        "entropy_bytes": entropy_bytes,
+        "layered_overhead": round(layered_bytes / entropy_bytes - 1, 4),
+        "dash": {"seg_duration": args.seg_duration,
+                 "scalable_encode_s": round(dash_scalable_s, 1), "separate_encode_s": round(dash_separate_s, 1),
+                 "encode_time_ratio": round(dash_scalable_s / dash_separate_s, 3),
+                 "scalable_rendition_bytes": dash_scalable_bytes, "separate_rendition_bytes": dash_separate_bytes,
+                 "renditions_are_cuts_of_the_top": matched},
     }
     report(result, args.out)
 

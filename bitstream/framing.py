@@ -18,13 +18,17 @@ from .limits import MAX_LEB128_BYTES, MAX_UNIT_SIZE
 
 SIGNATURE = b"\x8aPMT\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+#: The highest minor version this library reads and writes. It writes the lowest minor
+#: version whose features a stream uses (1.0 unless a keyframe is LAYERED).
+VERSION_MINOR = 1
 PREFIX_SIZE = len(SIGNATURE) + 2
 
 
-def stream_prefix() -> bytes:
-    """The signature and version that open every stream this library writes."""
-    return SIGNATURE + bytes((VERSION_MAJOR, VERSION_MINOR))
+def stream_prefix(minor: int = 0) -> bytes:
+    """The signature and version 1.`minor` that open a stream."""
+    if not 0 <= minor <= VERSION_MINOR:
+        raise ValueError(f"this library writes versions 1.0 to 1.{VERSION_MINOR}, not 1.{minor}")
+    return SIGNATURE + bytes((VERSION_MAJOR, minor))
 
 
 def frame_unit(unit_type: int, payload: bytes, may_ignore: bool) -> bytes:

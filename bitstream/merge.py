@@ -32,7 +32,7 @@ def merge_streams(segments: list[Stream], sink: BinaryIO, *, cuts: list[bool] | 
         if replace(segment.header, frame_count=first.frame_count) != first:
             raise InvalidDataError("stream_mismatch", "segments differ in their sequence headers")
     total = sum(s.frame_count for s in segments)
-    writer = StreamWriter(sink, replace(first, frame_count=total))
+    writer = StreamWriter(sink, replace(first, frame_count=total), minor=max(s.minor for s in segments))
     if metadata is not None:
         writer.write(metadata)
     offset = 0

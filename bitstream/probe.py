@@ -8,7 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from .framing import VERSION_MAJOR, VERSION_MINOR
+from .framing import VERSION_MAJOR
 from .reader import ReadUnit, Stream
 from .units import SceneStart, UnitType
 
@@ -20,7 +20,7 @@ def describe(streams: list[Stream], size_bytes: int, *, show_units: bool = False
     duration = Fraction(frame_count * first.fps_den, first.fps_num)
     report: dict[str, Any] = {
         "format": {
-            "version": f"{VERSION_MAJOR}.{VERSION_MINOR}",
+            "version": f"{VERSION_MAJOR}.{max(s.minor for s in streams)}",
             "streams": len(streams),
             "width": first.width,
             "height": first.height,

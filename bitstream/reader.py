@@ -49,6 +49,7 @@ class ReadUnit(Generic[U_co]):
     size: int
     stream: int          # 0 for the first stream of a file, 1 for the next, ...
     unit_type: int
+    minor: int = 0       # the `version_minor` of its stream
 
 
 @contextmanager
@@ -90,7 +91,7 @@ def read_units(source: Source) -> Iterator[ReadUnit[Unit]]:
                             first_header = unit
                         else:
                             check_concatenation(first_header, unit)
-                yield ReadUnit(unit, raw.offset, raw.offset - start, raw.size, stream_number, raw.unit_type)
+                yield ReadUnit(unit, raw.offset, raw.offset - start, raw.size, stream_number, raw.unit_type, minor)
             stream_number += 1
 
 
@@ -162,6 +163,11 @@ class Stream:
     @property
     def frame_count(self) -> int:
         return self.end.frame_count
+
+    @property
+    def minor(self) -> int:
+        """The stream's `version_minor`."""
+        return self.header_unit.minor
 
     @property
     def size(self) -> int:

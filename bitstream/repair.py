@@ -143,7 +143,7 @@ class StreamRepair:
             unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, header, self.prefix.minor)
             check_unit(unit, header)
             self._place(ReadUnit(unit, raw.offset, raw.offset - self.prefix.offset, raw.size, self.number,
-                                 raw.unit_type))
+                                 raw.unit_type, self.prefix.minor))
         except InvalidDataError as err:
             raise InvalidDataError(err.code, err.message, raw.offset if err.offset is None else err.offset) from None
 
@@ -343,7 +343,7 @@ class StreamRepair:
     def _lost_start(self, draft: _Draft, first: int) -> ReadUnit[LostSceneStart]:
         loss = draft.start_loss
         return ReadUnit(LostSceneStart(first), loss.offset, loss.offset - self.prefix.offset, loss.size, self.number,
-                        UnitType.SCENE_START)
+                        UnitType.SCENE_START, self.prefix.minor)
 
 
 def _moved(item: ReadUnit, frame_index: int) -> ReadUnit:

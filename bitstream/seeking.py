@@ -105,7 +105,8 @@ def _read_stream(source: BinaryIO, outline: StreamOutline, skip_to: int | None) 
         with located_at(raw.offset):
             unit = parse_unit(raw.unit_type, raw.may_ignore, raw.payload, outline.header, minor)
             check_unit(unit, outline.header)
-        yield ReadUnit(unit, raw.offset, raw.offset - outline.offset, raw.size, outline.number, raw.unit_type)
+        yield ReadUnit(unit, raw.offset, raw.offset - outline.offset, raw.size, outline.number, raw.unit_type,
+                       minor)
         if isinstance(unit, EndOfStream):
             return
         if skip_to is not None:

@@ -30,6 +30,7 @@ from construct import (
 
 from . import entropy
 from .errors import InvalidDataError
+from .framing import VERSION_MINOR
 from .leb128 import decode_leb128, encode_leb128
 from .limits import (
     MAX_INDEX_ENTRIES,
@@ -53,6 +54,7 @@ from .units import (
     SequenceHeader,
     Unit,
     UnitType,
+    minor_version_of,
 )
 
 
@@ -234,8 +236,12 @@ def encode_payload(unit: Unit) -> bytes:
             "frame_index": unit.frame_index, "rank": unit.rank, "coding": unit.coding,
             "u_scale": unit.u_scale, "u_zero_point": unit.u_zero_point,
             "v_scale": unit.v_scale, "v_zero_point": unit.v_zero_point}, out)
-        _write_symbols(out, unit.u, unit.coding)
-        _write_symbols(out, unit.v, unit.coding)
+        if unit.coding == Coding.LAYERED:
+            for component in range(unit.rank):
+                _write_symbols(out, _layer(unit.u, unit.v, component), Coding.ENTROPY)
+        else:
+            _write_symbols(out, unit.u, unit.coding)
+            _write_symbols(out, unit.v, unit.coding)
     elif isinstance(unit, Metadata):
         METADATA.build_stream({"entries": [{"key": k, "value": v} for k, v in unit.entries]}, out)
     elif isinstance(unit, Index):
@@ -246,6 +252,11 @@ def encode_payload(unit: Unit) -> bytes:
     else:
         return bytes(unit.payload)
     return out.getvalue()
+
+
+def _layer(u: np.ndarray, v: np.ndarray, component: int) -> np.ndarray:
+    """Layer `component` of LAYERED factors: column `component` of U_q, then row `component` of V_q."""
+    return np.concatenate((u[:, component], v[component]))
 
 
 def _write_latent(out: io.BytesIO, unit: SceneStart) -> None:
@@ -267,16 +278,16 @@ def decode_payload(unit_type: int, payload: bytes | memoryview, header: Sequence
     """Parse the payload of a known unit type.
 
     `header` is the stream's sequence header (None while parsing the header itself): it
-    fixes the sizes of factor and latent arrays. In a version 1.0 stream every payload
-    byte must belong to a field; a stream of a later minor version may append fields,
-    which this decoder skips (SPEC.md, "Versioning"). An index unit listing more than
+    fixes the sizes of factor and latent arrays. In a stream of a version this decoder
+    knows (1.0 to 1.`VERSION_MINOR`) every payload byte must belong to a field; a stream
+    of a later minor version may append fields, which this decoder skips (SPEC.md, "Versioning"). An index unit listing more than
     `index_capacity` entries (when given: the seek points the stream has so far) is
     `bad_index`, found before its entries are built.
     """
     stream = io.BytesIO(payload)      # shares the buffer of a bytes payload (a memoryview would be copied)
     payload = memoryview(payload)
     try:
-        unit, end = _decode(UnitType(unit_type), payload, stream, header, index_capacity)
+        unit, end = _decode(UnitType(unit_type), payload, stream, header, minor_version, index_capacity)
     except StringError:
         # construct wraps the UnicodeDecodeError of a text field (metadata, model_name).
         raise InvalidDataError("bad_field", f"{UnitType(unit_type).name.lower()} text is not valid "
@@ -286,14 +297,14 @@ def decode_payload(unit_type: int, payload: bytes | memoryview, header: Sequence
                                f"{str(err).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise InvalidDataError("bad_field", "metadata text is not valid UTF-8") from None
-    if end != len(payload) and minor_version == 0:
+    if end != len(payload) and minor_version <= VERSION_MINOR:
         raise InvalidDataError("bad_payload_size",
                                f"{len(payload) - end} bytes after the last field of a {UnitType(unit_type).name.lower()}")
     return unit
 
 
-def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO,
-            header: SequenceHeader | None, index_capacity: int | None) -> tuple[Unit, int]:
+def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO, header: SequenceHeader | None,
+            minor_version: int, index_capacity: int | None) -> tuple[Unit, int]:
     if kind == UnitType.SEQUENCE_HEADER:
         f = SEQUENCE_HEADER.parse_stream(stream)
         return _header_from_fields(f), stream.tell()
@@ -302,7 +313,7 @@ def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO,
     if kind == UnitType.SCENE_CUT:
         return SceneCut(SCENE_CUT.parse_stream(stream).frame_index), stream.tell()
     if kind == UnitType.KEYFRAME:
-        return _decode_keyframe(payload, stream, header)
+        return _decode_keyframe(payload, stream, header, minor_version)
     if kind == UnitType.METADATA:
         f = METADATA.parse_stream(stream)
         return Metadata(tuple((e.key, e.value) for e in f.entries)), stream.tell()
@@ -352,6 +363,8 @@ def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
     f = SCENE_START_HEAD.parse_stream(stream)
     codec = _enum(LatentCodec, f.latent_codec, "latent_codec")
     coding = _enum(Coding, f.coding, "coding")
+    if coding == Coding.LAYERED:
+        raise InvalidDataError("bad_field", "a scene start's coding is LAYERED (keyframes only)")
     shape = header.latent_shape
     scales: tuple[float, ...] = ()
     zeros: tuple[int, ...] = ()
@@ -382,18 +395,27 @@ def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
     return SceneStart(f.first_frame, codec, coding, latent, scales, zeros), offset
 
 
-def _decode_keyframe(payload: memoryview, stream: io.BytesIO,
-                     header: SequenceHeader) -> tuple[Keyframe, int]:
+def _decode_keyframe(payload: memoryview, stream: io.BytesIO, header: SequenceHeader,
+                     minor_version: int) -> tuple[Keyframe, int]:
     f = KEYFRAME_HEAD.parse_stream(stream)
     coding = _enum(Coding, f.coding, "coding")
+    if minor_version_of(coding) > minor_version:
+        raise InvalidDataError("bad_field", f"coding {coding.value} is not defined in version 1.{minor_version}")
     rank = f.rank
     # The rank is checked against its cap before any factor array is sized from it.
     max_rank = min(header.cond_tokens, header.cond_dim, 255)
     if not 1 <= rank <= max_rank:
         raise InvalidDataError("bad_field", f"rank {rank} outside 1..{max_rank}")
     offset = stream.tell()
-    u, offset = _read_symbols(payload, offset, header.cond_tokens * rank, coding)
-    v, offset = _read_symbols(payload, offset, rank * header.cond_dim, coding)
-    unit = Keyframe(f.frame_index, coding, u.reshape(header.cond_tokens, rank), v.reshape(rank, header.cond_dim),
-                    f.u_scale, f.u_zero_point, f.v_scale, f.v_zero_point)
-    return unit, offset
+    tokens, dim = header.cond_tokens, header.cond_dim
+    if coding == Coding.LAYERED:
+        u = np.empty((tokens, rank), dtype=np.uint8)
+        v = np.empty((rank, dim), dtype=np.uint8)
+        for component in range(rank):
+            layer, offset = _read_symbols(payload, offset, tokens + dim, Coding.ENTROPY)
+            u[:, component], v[component] = layer[:tokens], layer[tokens:]
+    else:
+        u, offset = _read_symbols(payload, offset, tokens * rank, coding)
+        v, offset = _read_symbols(payload, offset, rank * dim, coding)
+        u, v = u.reshape(tokens, rank), v.reshape(rank, dim)
+    return Keyframe(f.frame_index, coding, u, v, f.u_scale, f.u_zero_point, f.v_scale, f.v_zero_point), offset

@@ -1,10 +1,16 @@
-"""Cutting a lower-rank rung out of a stream without re-encoding (`pmtenc --scalable`).
+"""Cutting a lower-rank rung out of a stream without re-fitting (`pmtenc --scalable`).
 
 A keyframe's conditioning is `U·V/√r`; a stream fitted with nested dropout makes every
 rank prefix `U[:, :k]·V[:k]/√k` a usable prompt, so the rung of rank k keeps the first k
 columns of U_q and rows of V_q of every keyframe, with the same scales and zero points
 (their 8-bit values are unchanged). Everything else is copied as read. Keyframes of rank
-k or less stay as they are. The result is a conforming stream (its INDEX is rewritten).
+k or less stay as they are. The result is a conforming stream of the source's version
+(its INDEX is rewritten).
+
+A LAYERED keyframe (SPEC.md §4.4) codes each rank component as its own block, so its
+rank-k prefix is the first k blocks as they were: the cut keyframe's payload is a byte
+prefix of the source's with the rank field changed (SPEC.md §5.4), and so is what this
+writes (each block's coding is a function of its symbols alone).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ def truncate_rank(source: Source, sink: BinaryIO, rank: int) -> int:
     for item in read_units(source):
         unit = item.unit
         if isinstance(unit, SequenceHeader):
-            writer = StreamWriter(sink, unit)
+            writer = StreamWriter(sink, unit, minor=item.minor)
         elif isinstance(unit, EndOfStream):
             written += writer.close()
         elif isinstance(unit, Index):

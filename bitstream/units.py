@@ -31,10 +31,21 @@ IGNORABLE_TYPES = frozenset({UnitType.METADATA, UnitType.INDEX})
 
 
 class Coding(IntEnum):
-    """How 8-bit symbols (factors, quantized latents) are stored."""
+    """How 8-bit symbols (factors, quantized latents) are stored.
+
+    LAYERED (version 1.1, keyframes only) codes a keyframe's factors as one entropy-coded
+    block per rank component, so that every rank prefix is a byte prefix (`pmtenc
+    --scalable`).
+    """
 
     RAW = 0
     ENTROPY = 1
+    LAYERED = 2
+
+
+def minor_version_of(coding: Coding) -> int:
+    """The lowest `version_minor` of a stream whose units may use `coding`."""
+    return 1 if coding == Coding.LAYERED else 0
 
 
 class LatentCodec(IntEnum):

@@ -173,6 +173,7 @@ def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
         _cap(unit.first_frame, 0, MAX_FRAME_INDEX - 1, "first_frame")
         _member(LatentCodec, unit.latent_codec, "latent_codec")
         _member(Coding, unit.coding, "coding")
+        _require(unit.coding != Coding.LAYERED, "bad_field", "a scene start's coding is LAYERED (keyframes only)")
         _dtype(unit.latent, _LATENT_DTYPES[unit.latent_codec], "the latent")
         _require(unit.latent.shape == header.latent_shape, "bad_field",
                  f"latent shape {unit.latent.shape} is not the header's {header.latent_shape}")

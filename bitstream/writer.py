@@ -16,11 +16,13 @@ from .reader import parse_unit
 from .syntax import encode_payload
 from .units import (
     IGNORABLE_TYPES,
+    Coding,
     EndOfStream,
     Index,
     SequenceHeader,
     Unit,
     UnknownUnit,
+    minor_version_of,
 )
 from .validation import StreamValidator, check_unit
 
@@ -36,16 +38,18 @@ class StreamWriter:
     """Writes one stream to a binary sink; use as a context manager or call `close()`.
 
     `write_index=False` leaves out the index unit (streams written live, whose readers
-    never seek, save its bytes).
+    never seek, save its bytes). `minor` is the stream's `version_minor`: 1 for a stream
+    with LAYERED keyframes (`minor_version_of`), else 0 so that 1.0 decoders read it.
     """
 
-    def __init__(self, sink: BinaryIO, header: SequenceHeader, *, write_index: bool = True) -> None:
+    def __init__(self, sink: BinaryIO, header: SequenceHeader, *, write_index: bool = True, minor: int = 0) -> None:
         self._sink = sink
         self._write_index = write_index
         self._validator = StreamValidator()
+        self.minor = minor
         self.size = 0
         check_unit(header, None)         # a refused header leaves the sink untouched
-        self._emit(stream_prefix())
+        self._emit(stream_prefix(minor))
         self.write(header)
 
     @classmethod
@@ -64,6 +68,7 @@ class StreamWriter:
         writer._sink = sink
         writer._write_index = write_index
         writer._validator = StreamValidator()
+        writer.minor = minor
         units: list[Unit] = []
         while source.position < len(written):
             raw = source.read_unit()
@@ -86,6 +91,10 @@ class StreamWriter:
     def write(self, unit: Unit) -> int:
         """Check and write one unit; return its size in bytes."""
         check_unit(unit, self._validator.header)
+        coding = Coding(getattr(unit, "coding", Coding.RAW))        # check_unit knows it is a member
+        if minor_version_of(coding) > self.minor:
+            raise InvalidDataError("bad_field", f"coding {coding.name} needs a version 1.{minor_version_of(coding)} "
+                                                f"stream; this one is 1.{self.minor}")
         # Serialize before the validator records the unit: a unit that fails to serialize
         # (e.g. a payload over the unit cap) must not leave a seek point behind.
         data = unit_bytes(unit)

@@ -109,11 +109,7 @@ def _header(**changes) -> Callable[[], bytes]:
 
 def _payload(position: int, edit: Callable[[bytes], bytes], *, may_ignore: bool | None = None) -> Callable[[], bytes]:
     """The base stream with one unit's payload bytes edited (and framed with a correct CRC)."""
-    def change(parts: list[Part]) -> list[Part]:
-        unit = parts[position]
-        parts[position] = Framed(frame(unit, payload=edit(encode_payload(unit)), may_ignore=may_ignore), unit)
-        return parts
-    return _units(change)
+    return _units(lambda parts: _edited(parts, position, edit, may_ignore=may_ignore))
 
 
 def _poke(offset: int, data: bytes) -> Callable[[bytes], bytes]:
@@ -241,6 +237,28 @@ def _rank(parts: list[Part], position: int, rank: int, coding: Coding = _RAW) ->
     parts[position] = dataclasses.replace(parts[position], coding=coding,
                                           u=np.full((header.cond_tokens, rank), 128, np.uint8),
                                           v=np.full((rank, header.cond_dim), 128, np.uint8))
+    return parts
+
+
+def _layered(parts: list[Part]) -> list[Part]:
+    """Every keyframe LAYERED (a version 1.1 stream)."""
+    for position in (KEY0, KEY2, KEY3, KEY5):
+        parts[position] = dataclasses.replace(parts[position], coding=Coding.LAYERED)
+    return parts
+
+
+def _first_layer_only(parts: list[Part], position: int) -> list[Part]:
+    """The LAYERED keyframe at `position` with its payload cut after its first layer (its rank unchanged)."""
+    unit = parts[position]
+    size = len(encode_payload(dataclasses.replace(unit, u=unit.u[:, :1], v=unit.v[:1])))
+    return _edited(parts, position, lambda payload: payload[:size])
+
+
+def _edited(parts: list[Part], position: int, edit: Callable[[bytes], bytes], *,
+            may_ignore: bool | None = None) -> list[Part]:
+    """`parts` with the payload of the unit at `position` edited (framed with a correct CRC)."""
+    unit = parts[position]
+    parts[position] = Framed(frame(unit, payload=edit(encode_payload(unit)), may_ignore=may_ignore), unit)
     return parts
 
 
@@ -460,7 +478,8 @@ INVALID: tuple[InvalidCase, ...] = (
     InvalidCase("FIRSTFRAME_C_1", "frame_order", "the second scene starts one frame after the one following the first",
           _units(lambda p: _shift(p, CUT3, 1))),
     InvalidCase("LATENT_G_1", "bad_field", "latent_codec 3 (reserved)", _payload(START0, _poke(4, b"\x03"))),
-    InvalidCase("LATENT_H_1", "bad_field", "a scene start's coding 2 (reserved)", _payload(START0, _poke(5, b"\x02"))),
+    InvalidCase("LATENT_H_1", "bad_field", "a scene start's coding 2 (LAYERED, for keyframes only)",
+          _payload(START0, _poke(5, b"\x02"))),
     InvalidCase("LATENT_I_1", "bad_field", "a q8 latent_scale of 0", _payload(START0, _poke(6, struct.pack("<f", 0.0)))),
     InvalidCase("LATENT_J_1", "bad_field", "a q8 latent_scale of -0.03",
           _payload(START0, _poke(11, struct.pack("<f", -0.03)))),
@@ -485,7 +504,15 @@ INVALID: tuple[InvalidCase, ...] = (
           _field(KEY3, frame_index=4)),
     InvalidCase("INTERVAL_E_1", "size_limit", "a keyframe interval of 257 (keyframes 3 and 260)",
           _field(KEY5, frame_index=260)),
-    InvalidCase("CODING_F_1", "bad_field", "a keyframe's coding 2 (reserved)", _payload(KEY0, _poke(5, b"\x02"))),
+    InvalidCase("CODING_F_1", "bad_field", "a keyframe's coding 2 (LAYERED) in a version 1.0 stream",
+          _payload(KEY0, _poke(5, b"\x02"))),
+    InvalidCase("LAYERED_C_1", "bad_payload_size", "version 1.1: a rank-2 LAYERED keyframe's payload ends after "
+          "its first layer", _units(lambda p: _first_layer_only(_layered(p), KEY5), minor=1)),
+    InvalidCase("LAYERED_D_1", "bad_field", "version 1.1: a scene start's coding 2 (LAYERED, for keyframes only)",
+          _units(lambda p: _edited(_layered(p), START0, _poke(5, b"\x02")), minor=1)),
+    InvalidCase("VERSION_B_1", "bad_payload_size", "version 1.1: a byte after the last layer of a LAYERED keyframe "
+          "(1.1 defines every field of its payloads)", _units(lambda p: _edited(_layered(p), KEY0, lambda b: b + b"\x00"),
+                                                                minor=1)),
     InvalidCase("RANK_D_1", "bad_field", "rank 0", _units(lambda p: _rank(p, KEY0, 0))),
     InvalidCase("RANK_E_1", "bad_field", "rank 78, above min(cond_tokens, cond_dim, 255) = 77 (entropy-coded "
           "constant factors)", _units(lambda p: _rank(p, KEY0, 78, _ENTROPY))),

@@ -3,7 +3,7 @@
 Every stream is for the tiny model (77 x 1024 conditioning, 4-channel latents at 1/8
 of a size rounded up to 16 pixels), small (1 x 1 to 80 x 48 pixels, a handful of
 frames except where the feature needs more) and written by `StreamWriter`, except
-VERSION_A_1, whose later-version payload fields the writer cannot produce. A stream's
+VERSION_A_2, whose later-version payload fields the writer cannot produce. A stream's
 random content comes from `numpy.random.RandomState(seed)` with the seed of its case.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..bitstream import (
     Coding,
+    Keyframe,
     LatentCodec,
     Metadata,
     PredictionType,
@@ -25,7 +26,9 @@ from ..bitstream import (
     StreamWriter,
     Unit,
     UnknownUnit,
+    minor_version_of,
 )
+from ..bitstream.segments import split_stream
 from ..process.profiles import SD_TURBO
 from . import seeded
 from .assemble import Framed, assemble, frame
@@ -102,9 +105,10 @@ def spec_units(spec: StreamSpec) -> tuple[SequenceHeader, list[Unit]]:
 
 
 def write(header: SequenceHeader, units: list[Unit], *, index: bool = True) -> bytes:
-    """One stream written by the library's `StreamWriter`."""
+    """One stream written by the library's `StreamWriter`, of the lowest version its units allow."""
     sink = io.BytesIO()
-    with StreamWriter(sink, header, write_index=index) as writer:
+    minor = max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)
+    with StreamWriter(sink, header, write_index=index, minor=minor) as writer:
         for unit in units:
             writer.write(unit)
     return sink.getvalue()
@@ -151,12 +155,27 @@ def _concatenated() -> bytes:
 
 
 def _later_version() -> bytes:
-    """Version 1.1: every payload but the end's carries bytes after the fields of version 1.0."""
+    """Version 1.2 (not yet defined): every payload but the end's carries bytes after the fields of version 1.1."""
     header, units = spec_units(StreamSpec(seed=1700, scenes=(SceneSpec(gaps=(2,)), SceneSpec(gaps=(1,), cut=True))))
     rng = np.random.RandomState(1701)
     parts = [Framed(frame(unit, extra=rng.randint(0, 256, size=1 + n % 4, dtype=np.uint8).tobytes()), unit)
              for n, unit in enumerate([header, *units])]
-    return assemble(parts, minor=1, index_extra=b"\x00" * 5)
+    return assemble(parts, minor=2, index_extra=b"\x00" * 5)
+
+
+def _segmented_path() -> bytes:
+    """Annex D: a path through a rendition set of two streams cut into segments of 4 frames.
+
+    The init segment and media segment 2 come from a rank-2 rendition, media segments 1
+    and 3 from a rank-5 one with other keyframe positions and a scene cut.
+    """
+    low = spec_units(StreamSpec(seed=1900, scenes=(SceneSpec(gaps=(3,), rank=2), SceneSpec(gaps=(3,), rank=2),
+                                                   SceneSpec(gaps=(1,), rank=2))))
+    high = spec_units(StreamSpec(seed=1901, scenes=(SceneSpec(gaps=(1, 2), rank=5),
+                                                    SceneSpec(gaps=(2, 1), rank=5, cut=True),
+                                                    SceneSpec(gaps=(1,), rank=5)), metadata=(("rendition", "1"),)))
+    segments = [list(split_stream(io.BytesIO(write(*units)), 4)) for units in (low, high)]
+    return b"".join(segment.data for segment in (segments[0][0], segments[1][1], segments[0][2], segments[1][3]))
 
 
 def _keyframe_parameters() -> bytes:
@@ -173,7 +192,7 @@ def _keyframe_parameters() -> bytes:
 
 # ---------------------------------------------------------------- the catalogue
 
-_RAW, _ENTROPY = Coding.RAW, Coding.ENTROPY
+_RAW, _ENTROPY, _LAYERED = Coding.RAW, Coding.ENTROPY, Coding.LAYERED
 _SD_TURBO_CONSTANTS = {"timestep": SD_TURBO.timestep, "alpha_bar": f32(SD_TURBO.schedule.alpha_bar(SD_TURBO.timestep)),
                        "prev_weight": f32(SD_TURBO.prev_weight), "noise_weight": f32(SD_TURBO.noise_weight)}
 
@@ -257,6 +276,14 @@ VALID: tuple[ValidCase, ...] = (
               "inside a scene and before the index", _unknown),
     ValidCase("CONCAT_A_1", "three concatenated streams (other noise seeds, with and without index and "
               "declared frame count)", _concatenated),
-    ValidCase("VERSION_A_1", "version 1.1: payloads carry bytes after their 1.0 fields, which a 1.0 decoder "
+    _case("LAYERED_A_1", "version 1.1: LAYERED factors, one coded block per rank component", 1380,
+          scenes=(SceneSpec(gaps=(3,), codings=(_LAYERED,)),)),
+    _case("LAYERED_B_1", "LAYERED, raw and entropy-coded keyframes alternating at rank 1, then a scene of "
+          "LAYERED rank-6 Laplace-shaped factors", 1390,
+          scenes=(SceneSpec(gaps=(2, 2), rank=1, codings=(_LAYERED, _RAW, _ENTROPY)),
+                  SceneSpec(gaps=(3,), rank=6, codings=(_LAYERED,), kind="laplace", cut=True))),
+    ValidCase("SEGMENT_A_1", "Annex D: a path through two renditions (ranks 2 and 5) cut into 4-frame segments, "
+              "switching at every boundary; no index", _segmented_path),
+    ValidCase("VERSION_A_2", "version 1.2: payloads carry bytes after their 1.1 fields, which a 1.1 decoder "
               "ignores", _later_version),
 )

@@ -29,6 +29,7 @@ from libpromptus.bitstream import (
     StreamWriter,
     UnitType,
     UnknownUnit,
+    minor_version_of,
 )
 from libpromptus.bitstream.framing import SIGNATURE
 from libpromptus.conformance import seeded
@@ -144,10 +145,11 @@ def stream_units(spec: StreamSpec) -> tuple[SequenceHeader, list]:
 
 
 def build_stream(spec: StreamSpec = StreamSpec()) -> Built:
-    """Write `spec` with StreamWriter into memory."""
+    """Write `spec` with StreamWriter into memory (version 1.1 when a keyframe is LAYERED)."""
     header, units = stream_units(spec)
     sink = io.BytesIO()
-    with StreamWriter(sink, header, write_index=spec.index) as writer:
+    minor = max(minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe))
+    with StreamWriter(sink, header, write_index=spec.index, minor=minor) as writer:
         for unit in units[1:]:
             writer.write(unit)
     data = sink.getvalue()

@@ -46,7 +46,7 @@ from libpromptus.bitstream import (
     UnknownUnit,
     read_units,
 )
-from libpromptus.bitstream.framing import PREFIX_SIZE
+from libpromptus.bitstream.framing import PREFIX_SIZE, VERSION_MINOR
 from libpromptus.bitstream.leb128 import encode_leb128
 from libpromptus.bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_UNIT_SIZE
 from libpromptus.bitstream.syntax import encode_payload
@@ -253,8 +253,8 @@ def test_bad_payload_size_trailing_byte():
     kf_offset = AFTER_HEADER + len(frame(SS0))
     units = [TINY_HEADER, SS0, frame(KF0, extra=b"\x00")]
     assert_code(raw_stream(units, end=EndOfStream(1)), "bad_payload_size", offset=kf_offset)
-    # A 1.1 stream may append fields this decoder does not know: they are skipped.
-    got = read_all(raw_stream(units, minor=1, end=EndOfStream(1)))
+    # A stream of a later version may append fields this decoder does not know: they are skipped.
+    got = read_all(raw_stream(units, minor=VERSION_MINOR + 1, end=EndOfStream(1)))
     assert_unit_equal(got[2].unit, KF0)
 
 
@@ -272,7 +272,7 @@ def test_trailing_byte_in_every_unit_type(unit):
     }[type(unit)]
     end = False if isinstance(unit, EndOfStream) else EndOfStream(2 if isinstance(unit, SceneCut) else 1)
     assert_code(raw_stream(units, end=end), "bad_payload_size")
-    got = read_all(raw_stream(units, minor=1, end=end))
+    got = read_all(raw_stream(units, minor=VERSION_MINOR + 1, end=end))
     assert isinstance(got[-1].unit, EndOfStream)
 
 

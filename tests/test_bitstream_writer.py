@@ -89,7 +89,8 @@ KF = lambda **c: dataclasses.replace(KF0, **c)  # noqa: E731
     ((), Metadata((("k", "v"),) * 257), "size_limit"),
     ((), EndOfStream(0), "bad_field"),
     # Values the stream cannot hold as given: refused rather than silently changed.
-    ((SS0,), KF(coding=2), "bad_field"),
+    ((SS0,), KF(coding=2), "bad_field"),                       # LAYERED in a version 1.0 stream
+    ((SS0,), KF(coding=3), "bad_field"),
     ((SS0,), KF(u_scale=1e-50), "bad_field"),                  # binary32 zero
     ((SS0,), KF(v_scale=1e39), "bad_field"),                   # binary32 infinity
     ((SS0,), KF(u=KF0.u.astype(np.int64)), "bad_field"),
@@ -145,7 +146,7 @@ def test_writer_refuses_invalid_header(change, code):
 
 
 @settings(max_examples=150, deadline=None)
-@given(rank=st.integers(0, 7), coding=st.integers(0, 2), frame_index=st.integers(0, 300),
+@given(rank=st.integers(0, 7), coding=st.integers(0, 3), frame_index=st.integers(0, 300),
        scales=st.tuples(st.floats(width=32) | st.floats(), st.floats(width=32) | st.floats()),
        zeros=st.tuples(st.integers(-1, 256), st.integers(-1, 256)), seed=st.integers(0, 1000))
 def test_property_writer_and_reader_agree_on_keyframes(rank, coding, frame_index, scales, zeros, seed):

@@ -95,7 +95,7 @@ def copy_stream(name: str, folder: Path) -> Path:
 def test_the_suite_has_every_stream_of_the_catalogue():
     assert [p.stem for p in VALID_STREAMS] == sorted(case.name for case in VALID)
     assert [p.stem for p in INVALID_STREAMS] == sorted(case.name for case in INVALID)
-    assert len(VALID_STREAMS) == 43 and len(INVALID_STREAMS) == 148
+    assert len(VALID_STREAMS) == 46 and len(INVALID_STREAMS) == 151
     names = [p.stem for p in (*VALID_STREAMS, *INVALID_STREAMS)]
     assert len(set(names)) == len(names)
     assert all(NAME.match(name) for name in names), [n for n in names if not NAME.match(n)]
@@ -118,7 +118,7 @@ def test_manifest_lists_every_file_with_its_sha256():
         digest, path = line.split("  ")
         listed[path] = digest
     files = [p for p in SUITE.rglob("*") if p.is_file() and p.name != MANIFEST]
-    assert len(listed) == len(files) == 3 * 43 + 2 * 148
+    assert len(listed) == len(files) == 3 * 46 + 2 * 151
     for path in files:
         assert listed[path.relative_to(SUITE).as_posix()] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -160,6 +160,7 @@ def _coded_block_models(payload: bytes, counts: tuple[int, ...], start: int) -> 
 
 def test_valid_streams_cover_every_unit_field_and_path():
     unit_types, codecs, ranks, models, predictions, minors = set(), set(), set(), set(), set(), set()
+    keyframe_codings = set()
     intervals, padded, concatenated, no_index, unknown_count = set(), False, False, False, False
     for path in VALID_STREAMS:
         data = path.read_bytes()
@@ -182,16 +183,18 @@ def test_valid_streams_cover_every_unit_field_and_path():
                 codecs.add((unit.latent_codec, unit.coding))
             if isinstance(unit, Keyframe):
                 ranks.add(unit.rank)
+                keyframe_codings.add(unit.coding)
                 if unit.coding == Coding.ENTROPY:
                     framed = data[item.offset:item.offset + item.size]
                     payload = framed[1 + len(_leb128_prefix(framed[1:])):-4]
                     models.update(_coded_block_models(payload, (unit.u.size, unit.v.size), 16))
     assert unit_types == {1, 2, 3, 4, 5, 6, 7, 8, 127}
-    assert codecs == {(c, k) for c in LatentCodec for k in Coding}
+    assert codecs == {(c, k) for c in LatentCodec for k in (Coding.RAW, Coding.ENTROPY)}
+    assert keyframe_codings == set(Coding)
     assert {1, 77} <= ranks and max(ranks) == 77
     assert models == {0, 1, 2}                    # STORED, LAPLACE and GAUSSIAN factor blocks
     assert predictions == set(PredictionType)
-    assert minors == {0, 1}
+    assert minors == {0, 1, 2}                    # 1.0, 1.1 (LAYERED) and a later version
     assert {1, 256} <= intervals and len(intervals) >= 6
     assert padded and concatenated and no_index and unknown_count
 
@@ -227,7 +230,7 @@ def test_canonical_conditioning_is_the_decoders_up_to_rounding(stream):
 
 
 def test_runner_passes_every_valid_stream_at_both_tiers(report):
-    assert report["summary"] == "191 passed, 0 failed"
+    assert report["summary"] == "197 passed, 0 failed"
     for path in VALID_STREAMS:
         assert_tier2_pass(report[path.stem], path.stem)
 
@@ -349,12 +352,12 @@ def test_regeneration_is_byte_identical(tmp_path):
     """Every stream, `.res` and tier-1 expectation byte for byte; the tier-2 reference frames
     (decoded on one CPU thread in fp32) within Annex B's threshold, since fp32 kernels
     differ between processors, and each expectation's tier-2 md5 is its regenerated frames'."""
-    assert generate(tmp_path) == (43, 148)
+    assert generate(tmp_path) == (46, 151)
     made = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     committed = {p.relative_to(SUITE).as_posix(): p.read_bytes() for p in SUITE.rglob("*") if p.is_file()}
     assert made.keys() == committed.keys()
     exact = [name for name in made if name.endswith((".pmt", ".res"))]
-    assert len(exact) == 43 + 2 * 148 and [n for n in exact if made[n] != committed[n]] == []
+    assert len(exact) == 46 + 2 * 151 and [n for n in exact if made[n] != committed[n]] == []
     listed = {path: digest for digest, path in (line.split("  ") for line in made["SHA256SUMS"].decode().splitlines())}
     assert listed == {n: hashlib.sha256(data).hexdigest() for n, data in made.items() if n != "SHA256SUMS"}
     for name in (n for n in made if n.endswith(".json")):

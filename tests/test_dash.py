@@ -154,10 +154,10 @@ def test_pmtenc_refuses_dash_options_without_dash_and_lists_without_dash(tmp_pat
 
 
 def test_a_scalable_rendition_set_is_cut_from_one_fit(tmp_path):
-    from libpromptus.bitstream import read_streams
+    from libpromptus.bitstream import Coding, read_streams
 
     write_sample(str(tmp_path / "clip.y4m"), FRAMES, SIZE, SIZE)
-    (tmp_path / "out").mkdir()
+    # out/ does not exist yet: pmtenc makes the manifest's folder, as FFmpeg's dash muxer does
     args = ["--model", "tiny", "-f", "dash", "--rank", "1,3", "-g", "3", "--iterations", "1", "--first-iterations", "1",
             "-seg_duration", "0.2", "--scalable"]
     proc = run_cli("pmtenc", "-i", tmp_path / "clip.y4m", *args, tmp_path / "out" / "manifest.mpd", timeout=600)
@@ -165,6 +165,7 @@ def test_a_scalable_rendition_set_is_cut_from_one_fit(tmp_path):
     low, high = (read_streams(rendition_file(tmp_path / "out" / "manifest.mpd", r, tmp_path))[0] for r in (0, 1))
     pairs = [(a.unit, b.unit) for s, t in zip(low.scenes, high.scenes) for a, b in zip(s.keyframes, t.keyframes)]
     assert pairs and all(a.u.shape[1] == 1 and b.u.shape[1] == 3 for a, b in pairs)
+    assert low.minor == high.minor == 1 and {a.coding for pair in pairs for a in pair} == {Coding.LAYERED}
     assert all(np.array_equal(a.u, b.u[:, :1]) and np.array_equal(a.v, b.v[:1]) for a, b in pairs)
     line = error_line(run_cli("pmtenc", "-i", tmp_path / "clip.y4m", "--model", "tiny", "-f", "dash", "-b:v",
                               "50k,90k", "--scalable", tmp_path / "m.mpd"), "pmtenc")

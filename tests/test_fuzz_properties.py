@@ -38,6 +38,7 @@ from libpromptus.bitstream import (
     SequenceHeader,
     StreamWriter,
     UnknownUnit,
+    minor_version_of,
     read_streams,
     read_units,
 )
@@ -79,8 +80,11 @@ def headers(draw) -> SequenceHeader:
     )
 
 
+_LATENT_CODINGS = [Coding.RAW, Coding.ENTROPY]      # LAYERED is for keyframes only
+
+
 def _scene_start(draw, header: SequenceHeader, first: int) -> SceneStart:
-    codec, coding = draw(st.sampled_from(list(LatentCodec))), draw(st.sampled_from(list(Coding)))
+    codec, coding = draw(st.sampled_from(list(LatentCodec))), draw(st.sampled_from(_LATENT_CODINGS))
     shape = header.latent_shape
     if codec == LatentCodec.Q8:
         scales = tuple(draw(st.lists(_POSITIVE_F32, min_size=shape[0], max_size=shape[0])))
@@ -129,7 +133,8 @@ def streams(draw) -> tuple[SequenceHeader, list, bool]:
 
 def write(header: SequenceHeader, units: list, index: bool) -> bytes:
     sink = io.BytesIO()
-    with StreamWriter(sink, header, write_index=index) as writer:
+    minor = max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)
+    with StreamWriter(sink, header, write_index=index, minor=minor) as writer:
         for unit in units:
             writer.write(unit)
     return sink.getvalue()

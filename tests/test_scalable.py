@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from libpromptus.bitstream import Coding, StreamWriter, read_streams, truncate_rank
+from libpromptus.bitstream import Coding, InvalidDataError, StreamWriter, UnitType, read_streams, truncate_rank
+from libpromptus.bitstream.framing import UnitSource
 from libpromptus.conformance import seeded
 from libpromptus.encoder.fitting import FitSettings, fit_keyframe
 from libpromptus.process.prompts import compose
@@ -78,6 +79,47 @@ def test_a_rung_is_cut_without_re_encoding():
                    (a.u_scale, a.u_zero_point, a.v_scale, a.v_zero_point, a.coding)
 
 
+def raw_keyframes(data: bytes) -> list[bytes]:
+    """The payloads of the keyframe units of a one-stream file, as framed."""
+    source = UnitSource(io.BytesIO(data))
+    source.read_prefix()
+    payloads = []
+    while (raw := source.read_unit()).unit_type != UnitType.END_OF_STREAM:
+        if raw.unit_type == UnitType.KEYFRAME:
+            payloads.append(raw.payload)
+    return payloads
+
+
+def test_a_layered_rung_is_a_byte_prefix_of_each_keyframe():
+    """SPEC.md §5.4: the rank-k prefix of a LAYERED keyframe is its first 16 bytes with the
+    rank byte set to k, then its first k layers as they are; the stream stays version 1.1."""
+    header = seeded.tiny_header(32, 32, frame_count=6)
+    rng = np.random.RandomState(3)
+    sink = io.BytesIO()
+    with StreamWriter(sink, header, minor=1) as writer:
+        writer.write(seeded.scene_start(rng, header, 0))
+        for frame, kind in ((0, "gaussian"), (2, "laplace"), (5, "uniform")):
+            writer.write(seeded.keyframe(rng, header, frame, 5, coding=Coding.LAYERED, kind=kind))
+    data = sink.getvalue()
+    for rank in (1, 2, 4):
+        cut = io.BytesIO()
+        truncate_rank(io.BytesIO(data), cut, rank)
+        assert cut.getvalue()[:10] == data[:10] and data[9] == 1           # signature and version 1.1
+        for whole, part in zip(raw_keyframes(data), raw_keyframes(cut.getvalue()), strict=True):
+            assert part[4] == rank and whole[4] == 5
+            assert part[:4] + part[5:] == whole[:4] + whole[5:len(part)] and len(part) < len(whole)
+
+
+def test_layered_keyframes_need_a_version_1_1_stream():
+    header = seeded.tiny_header(32, 32, frame_count=1)
+    rng = np.random.RandomState(4)
+    writer = StreamWriter(io.BytesIO(), header)
+    writer.write(seeded.scene_start(rng, header, 0))
+    with pytest.raises(InvalidDataError, match="needs a version 1.1 stream") as info:
+        writer.write(seeded.keyframe(rng, header, 0, 2, coding=Coding.LAYERED))
+    assert info.value.code == "bad_field"
+
+
 def test_a_rung_keeps_at_least_rank_one():
     with pytest.raises(ValueError, match="at least rank 1"):
         truncate_rank(io.BytesIO(stream([2, 2])), io.BytesIO(), 0)
@@ -96,6 +138,7 @@ def test_pmtenc_scalable_writes_a_stream_whose_cut_rungs_decode(tmp_path):
     assert subprocess.run(run, capture_output=True, timeout=300).returncode == 0
     top = read_streams(tmp_path / "top.pmt")[0]
     assert dict(top.metadata)["settings"].endswith(" scalable")
+    assert top.minor == 1 and {k.unit.coding for s in top.scenes for k in s.keyframes} == {Coding.LAYERED}
     with (tmp_path / "one.pmt").open("wb") as sink:
         truncate_rank(tmp_path / "top.pmt", sink, 1)
     decoded = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtdec", "-loglevel", "error", "-i",

@@ -49,6 +49,7 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
     if target.exists() and not overwrite:
         raise FileExistsError(f"{manifest}: already exists (use -y to overwrite)")
     segment_templates(init_name, media_name)        # refused before anything is fitted
+    target.parent.mkdir(parents=True, exist_ok=True)  # as FFmpeg's dash muxer makes the manifest's folder
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.renditions.") as work:
         paths = [Path(work, f"{number}.pmt") for number in range(len(renditions))]
         if options.get("scalable"):

@@ -57,6 +57,11 @@ class EncoderSettings:
     batch: int = DEFAULT_BATCH               # frames per engine call, as the decoder will generate them
     scalable: bool = False                   # nested dropout: every rank prefix of a keyframe is a rung
 
+    @property
+    def keyframe_coding(self) -> Coding:
+        """LAYERED for a scalable encode (every rank prefix of a keyframe is a byte prefix), else `coding`."""
+        return Coding.LAYERED if self.scalable else self.coding
+
 
 @dataclass
 class KeyframeReport:
@@ -236,7 +241,7 @@ class Encoder:
                               generator=self._rng, init=init, on_iteration=report)
         u_q, u_scale, u_zero = quantize_u8(result.u.cpu().numpy())
         v_q, v_scale, v_zero = quantize_u8(result.v.cpu().numpy())
-        keyframe = Keyframe(end, self.settings.coding, u_q, v_q, u_scale, u_zero, v_scale, v_zero)
+        keyframe = Keyframe(end, self.settings.keyframe_coding, u_q, v_q, u_scale, u_zero, v_scale, v_zero)
         size = self._writer.write(keyframe)
         images, latent = self._reconstruct(keyframe, start, z)
         self._previous_latent = latent

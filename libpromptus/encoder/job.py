@@ -30,6 +30,7 @@ from ..bitstream import (
     SequenceHeader,
     StreamWriter,
     merge_streams,
+    minor_version_of,
     read_streams,
 )
 from ..bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
@@ -171,7 +172,7 @@ class EncoderSetup:
 
     def open(self, sink: BinaryIO, **callbacks) -> Encoder:
         """Start a new stream in `sink`: its prefix, header and metadata are written at once."""
-        writer = StreamWriter(sink, self.header)
+        writer = StreamWriter(sink, self.header, minor=minor_version_of(self.settings.keyframe_coding))
         writer.write(self.metadata())
         return self.encoder(writer, **callbacks)
 
