@@ -6,11 +6,15 @@
 
 Every codec encodes the same frames at every bitrate; each run's record goes to
 OUT_DIR/runs/, its file to OUT_DIR/streams/, and the summary to OUT_DIR/summary.json,
-summary.md, rd.png and cdf.png; each --trace adds abr-NAME.json and abr-NAME.md. Runs
+summary.md, rd.png and cdf.png. Each --trace adds abr-NAME.json and abr-NAME.md: every
+codec's ladder in the streaming simulation, and (with promptus among the codecs)
+Promptus's rendition set, encoded once as DASH into OUT_DIR/dash/, played by the real
+client over loopback HTTP through a link the trace shapes (`evaluation.live`). Runs
 finished before with the same clip and options are not redone.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -50,10 +54,14 @@ def _parser() -> ArgumentParser:
     source.add_argument("--fit", choices=("crop", "pad", "scale"), default="crop", help="how -s changes the aspect")
     network = parser.add_argument_group("streaming simulation")
     network.add_argument("--trace", action="append", default=[], metavar="2g|3g|4g|FILE",
-                         help="simulate streaming over this throughput trace (repeatable)")
+                         help="stream over this throughput trace (repeatable): the codecs' ladders simulated, "
+                              "Promptus's DASH renditions played for real")
     network.add_argument("--trace-format", choices=("auto", "kbps", "mahimahi"), default="auto",
                          help="trace file format (auto: mahimahi for .up/.down/.mahi, else kbit/s per second)")
     network.add_argument("--segment-seconds", type=float, default=1.0, help="segment length (default 1)")
+    network.add_argument("--abr", default="bba", metavar="RULE",
+                         help="rate choice of the streaming sessions, simulated and played: bba, "
+                              "bba:RESERVOIR:CUSHION, throughput (default bba)")
     report = parser.add_argument_group("reporting")
     report.add_argument("--severe-psnr", type=float, default=20.0,
                         help="without LPIPS, frames below this PSNR count as severely distorted (default 20 dB)")
@@ -92,6 +100,7 @@ def _main(argv: list[str]) -> int:
 
 def _evaluate_command(args) -> int:
     set_log_level(args.loglevel)
+    from ..dash.abr import parse_rule
     from ..encoder.ratecontrol import parse_bitrate
     from ..evaluation.abr import MAX_BUFFER
     from ..evaluation.registry import CODECS
@@ -114,6 +123,12 @@ def _evaluate_command(args) -> int:
     if not 0 < args.segment_seconds <= MAX_BUFFER:
         raise CommandError(f"--segment-seconds {args.segment_seconds}: must be positive and at most the "
                            f"{MAX_BUFFER:g}-s buffer")
+    try:
+        args.abr_rule = parse_rule(args.abr)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    if args.abr.startswith("fixed"):
+        raise CommandError(f"--abr {args.abr}: a fixed path is for pmtdec; pmteval compares bba or throughput")
     traces = [load_trace(spec, args.trace_format) for spec in args.trace]
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -154,31 +169,66 @@ def _evaluate(args, options: dict, codec_names: list[str], bitrates: list[float]
     write_bytes(out / "rd.png", rd_figure(summary["runs"], metrics.names, title))
     write_bytes(out / "cdf.png", cdf_figure(records, metrics.names, title))
     log.info("wrote %s", ", ".join(str(out / n) for n in ("summary.json", "summary.md", "rd.png", "cdf.png")))
+    dash = _rendition_set(args, options, clip, bitrates, out) if traces and "promptus" in codec_names else None
     for trace in traces:
-        _stream(trace, records, codec_names, clip.rate, args.segment_seconds, severe, metrics.names, out)
+        _stream(trace, records, codec_names, clip, args, severe, metrics, out, dash)
 
 
-def _stream(trace, records: list[dict], codec_names: list[str], rate: Fraction, segment_seconds: float, severe,
-            metrics: list[str], out: Path) -> None:
-    """Simulate streaming every codec's ladder over `trace`; write abr-NAME.json and .md."""
-    from ..dash.abr import BBA
+def _rendition_set(args, options: dict, clip, bitrates: list[float], out: Path) -> tuple[Path, list[str]]:
+    """Promptus as DASH (`pmtenc -f dash` at the evaluated bitrates) in OUT_DIR/dash/, for
+    the real streaming sessions; kept and reused while the clip and options are the same."""
+    import tempfile
+
+    from ..encoder.dash import encode_dash
+    from ..evaluation.promptus import write_images
+    from ..evaluation.runner import bitrate_label, write_json
+
+    folder, manifest = out / "dash", out / "dash" / "manifest.mpd"
+    labels = [bitrate_label(b) for b in bitrates]
+    settings = {**options, "clip": clip.digest(), "segment_seconds": args.segment_seconds}
+    recorded = folder / "settings.json"
+    if manifest.exists() and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) == settings:
+        log.info("%s: the rendition set is up to date", manifest)
+        return manifest, labels
+    log.info("encoding the rendition set %s (%s)", manifest, ", ".join(labels))
+    with tempfile.TemporaryDirectory(prefix="pmteval-") as work:
+        encode_dash(write_images(clip, Path(work)), str(manifest), [{"bitrate": b} for b in bitrates],
+                    segment_seconds=args.segment_seconds, overwrite=True, model=args.model,
+                    iterations=args.iterations, first_iterations=args.first_iterations, rate=clip.rate)
+    write_json(recorded, settings)
+    return manifest, labels
+
+
+def _stream(trace, records: list[dict], codec_names: list[str], clip, args, severe, metrics,
+            out: Path, dash: tuple[Path, list[str]] | None) -> None:
+    """Simulate streaming every codec's ladder over `trace`, and play Promptus's rendition
+    set `dash` for real over a link it shapes; write abr-NAME.json and .md."""
     from ..evaluation.abr import MAX_BUFFER, Rung, simulate
+    from ..evaluation.live import stream_presentation
     from ..evaluation.report import abr_markdown, abr_report
     from ..evaluation.runner import write_bytes, write_json
 
-    abr = BBA()
+    abr = args.abr_rule
     sessions = {}
+    segment_seconds = args.segment_seconds
     for codec in codec_names:
         ladder = [Rung(r["label"], r["bitrate_bps"], r["frames"]) for r in records if r["codec"] == codec]
-        session = simulate(ladder, trace, rate, segment_seconds=segment_seconds, abr=abr)
+        session = simulate(ladder, trace, clip.rate, segment_seconds=segment_seconds, abr=abr)
         sessions[codec] = session.report(segment_seconds, severe)
+    if dash is not None:
+        log.info("streaming %s over a link shaped by %s", dash[0], trace.name)
+        sessions[REAL_SESSION] = stream_presentation(*dash, trace, clip, metrics, severe, model=args.model,
+                                                     abr=str(abr))
     report = abr_report(trace.name, trace.seconds, sessions, severe,
-                        {"segment_seconds": segment_seconds, "reservoir_s": abr.reservoir, "cushion_s": abr.cushion,
-                         "max_buffer_s": MAX_BUFFER, "abr": "BBA"})
+                        {"segment_seconds": segment_seconds, "abr": str(abr), "max_buffer_s": MAX_BUFFER})
     stem = "abr-" + re.sub(r"[^A-Za-z0-9._-]", "_", trace.name)
     write_json(out / f"{stem}.json", report)
-    write_bytes(out / f"{stem}.md", abr_markdown(report, metrics).encode())
+    write_bytes(out / f"{stem}.md", abr_markdown(report, metrics.names).encode())
     log.info("wrote %s (%s)", out / f"{stem}.md", trace.name)
+
+
+#: The row of the real DASH session in abr-NAME.json and .md.
+REAL_SESSION = "promptus (DASH, played)"
 
 
 def _source_name(source: str) -> str:

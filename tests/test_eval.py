@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -230,3 +231,30 @@ def test_rate_matching_converges_on_a_nonlinear_encoder():
 def test_rate_matching_keeps_the_closest_when_the_encoder_saturates():
     best, attempts = match_rate(lambda target: (min(target, 140e3), None), 200e3)
     assert best.bitrate == 140e3 and len(attempts) <= 8
+
+
+# ---------------------------------------------------------------- the shaped link of the real session
+
+
+def test_the_trace_link_queues_bytes_at_the_traces_throughput():
+    from libpromptus.evaluation.live import TraceLink
+
+    link = TraceLink(Trace("t", (80e3, 8e3)), time.monotonic() + 1000)    # the session starts later: time 0
+    assert link.reserve(5000) == link.started + 0.5                          # 40 kbit at 80 kbit/s
+    assert link.reserve(5000) == link.started + 1.0                          # queued behind the first
+    assert link.reserve(1000) == pytest.approx(link.started + 2.0)           # 1 s into the 8 kbit/s second
+
+
+def test_the_shaped_server_sends_no_faster_than_its_trace(tmp_path):
+    import urllib.request
+
+    from libpromptus.evaluation.live import serve_shaped
+
+    (tmp_path / "segment.pmt").write_bytes(bytes(range(256)) * 100)         # 25,600 bytes
+    with serve_shaped(tmp_path, Trace("t", (400e3,))) as url:
+        began = time.monotonic()
+        with urllib.request.urlopen(f"{url}/segment.pmt", timeout=30) as response:
+            body = response.read()
+        elapsed = time.monotonic() - began
+    assert body == bytes(range(256)) * 100
+    assert elapsed >= 25_600 * 8 / 400e3                                      # 0.512 s

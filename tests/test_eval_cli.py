@@ -91,6 +91,8 @@ def _run(capsys, *argv) -> tuple[int, str]:
     (["--segment-seconds", "31"], "at most the 30-s buffer"),
     (["--bitrates", "100k,100000"], "given twice"),
     (["-s", "wide"], "not a size"),
+    (["--abr", "fastest"], "expected bba, bba:RESERVOIR:CUSHION, throughput"),
+    (["--abr", "fixed:0,1"], "a fixed path is for pmtdec"),
 ])
 def test_bad_arguments_give_one_line_and_fail(capsys, tmp_path, source, argv, message):
     status, err = _run(capsys, "-i", source, "-o", str(tmp_path / "out"), *argv)
@@ -135,12 +137,14 @@ def test_finished_runs_are_not_redone_unless_they_differ(capsys, caplog, tmp_pat
 
 def test_evaluation_end_to_end_with_the_tiny_model(capsys, caplog, tmp_path, source):
     pytest.importorskip("diffusers")
+    from libpromptus.cli.pmteval import REAL_SESSION
+
     trace = tmp_path / "slow.txt"
     trace.write_text("# 150 kbit/s for 4 seconds\n150\n150\n150\n150\n")
     out = tmp_path / "out"
     status, err = _run(capsys, "-i", source, "-o", str(out), "--codecs", "promptus,x264", "--bitrates", "100k,200k",
                        "--model", "tiny", "--iterations", "5", "--first-iterations", "5", "--trace", str(trace),
-                       "--trace", "2g")
+                       "--trace", "2g", "--segment-seconds", "0.2", "--abr", "throughput")
     assert status == 0, err
     assert "promptus-100k: keyframe" in caplog.text and "[4/4] x264-200k" in caplog.text   # progress
     summary = json.loads((out / "summary.json").read_text())
@@ -161,8 +165,18 @@ def test_evaluation_end_to_end_with_the_tiny_model(capsys, caplog, tmp_path, sou
     for name in ("rd.png", "cdf.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     slow = json.loads((out / "abr-slow.json").read_text())
-    assert set(slow["codecs"]) == {"promptus", "x264"} and slow["codecs"]["x264"]["segments"] == 4
-    assert "x264" in (out / "abr-2g.md").read_text()
+    assert set(slow["codecs"]) == {"promptus", "x264", REAL_SESSION} and slow["codecs"]["x264"]["segments"] == 20
+    assert "x264" in (out / "abr-2g.md").read_text() and REAL_SESSION in (out / "abr-2g.md").read_text()
+    # Promptus's rendition set, played by the real client through the 150 kbit/s link: two
+    # 6-frame segments, every frame shown and measured with the rendition it came from.
+    played = slow["codecs"][REAL_SESSION]
+    log = played["segments_log"]
+    assert [r["segment"] for r in log] == [1, 2] and played["frames_shown"] == len(played["frames"]) == 12
+    assert set(played["chosen"]) <= {"100k", "200k"}
+    assert [f["rendition"] for f in played["frames"]] == [played["chosen"][0]] * 6 + [played["chosen"][1]] * 6
+    assert all(r["download_s"] >= r["bytes"] * 8 / 150e3 for r in log)          # no faster than the link
+    assert json.loads((out / "dash" / "settings.json").read_text())["segment_seconds"] == 0.2
+    assert slow["options"]["abr"] == "throughput" and "ABR `throughput`" in (out / "abr-slow.md").read_text()
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
 

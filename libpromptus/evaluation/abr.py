@@ -10,8 +10,8 @@ The client (as in Pensieve's simulator, without its latency and noise): it fetch
 segment at a time over the trace's throughput; playback starts when the first segment
 has arrived (the startup delay); a segment that takes longer than the buffer holds
 stalls playback for the difference (a rebuffering event); the client waits while the
-buffer is full (`max_buffer`, 30 s). The ABR is `dash.abr.BBA`, the rule the real DASH
-client uses.
+buffer is full (`max_buffer`, 30 s). The ABR is a `dash.abr` rule (`pmteval --abr`,
+BBA by default), the rules the real DASH client uses.
 
 Simplifications, stated: a rung switch is free (every segment decodable on its own, as
 with closed GOPs; Promptus segments would need `pmtenc --segment-seconds`), and the
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ..dash.abr import BBA, Observation
+from ..dash.abr import BBA, Observation, Rule
 from .metrics import SevereRule, mean_metrics
 from .traces import Trace
 
@@ -64,11 +64,12 @@ class Session:
 
 
 def simulate(ladder: Sequence[Rung], trace: Trace, rate: Fraction, *,
-             segment_seconds: float = 1.0, segments: int | None = None, abr: BBA | None = None,
+             segment_seconds: float = 1.0, segments: int | None = None, abr: Rule | None = None,
              max_buffer: float = MAX_BUFFER) -> Session:
     """Stream `ladder` (any order; frames at `rate` per second) over `trace`.
 
-    `segments` defaults to as many as fit in the trace's length.
+    `segments` defaults to as many as fit in the trace's length; `abr` is any `dash.abr`
+    rule (BBA by default), fed the buffer and the throughput of every segment so far.
     """
     if not ladder:
         raise ValueError("an empty ladder")
@@ -82,15 +83,17 @@ def simulate(ladder: Sequence[Rung], trace: Trace, rate: Fraction, *,
     session = Session(segments=count)
     time = buffer = 0.0
     previous = None
+    throughputs: list[float] = []
     for index in range(count):
         if index and buffer + segment_seconds > max_buffer:     # buffer full: wait for room
             wait = buffer + segment_seconds - max_buffer
             time += wait
             buffer -= wait
-        choice = abr.choose(Observation(index + 1, buffer), rates) if index else 0
+        choice = abr.choose(Observation(index + 1, buffer, tuple(throughputs)), rates) if index else 0
         rung = rungs[choice]
         bits = rung.bitrate * segment_seconds
         elapsed = trace.download_time(time, bits)
+        throughputs.append(bits / elapsed)
         time += elapsed
         if index == 0:
             session.startup_s = elapsed

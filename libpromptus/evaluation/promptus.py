@@ -19,9 +19,26 @@ from ..bitstream import UnitType
 from .clip import Clip
 from .codecs import Codec, Encoded, Progress
 
-__all__ = ["PromptusCodec"]
+__all__ = ["PromptusCodec", "write_images"]
 
 _PAYLOAD_UNITS = {UnitType.SCENE_START, UnitType.SCENE_CUT, UnitType.KEYFRAME}
+
+
+def write_images(clip: Clip, folder: Path) -> str:
+    """Write the clip's frames losslessly as `folder/%05d.png`; return that pattern (the
+    encoder reads it at `clip.rate`)."""
+    import av
+
+    pattern = str(folder / "%05d.png")
+    with av.open(pattern, "w", format="image2") as sequence:
+        stream = sequence.add_stream("png", rate=clip.rate)
+        stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "rgb24"
+        for index, image in enumerate(clip.frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            sequence.mux(stream.encode(frame))
+        sequence.mux(stream.encode(None))
+    return pattern
 
 
 class PromptusCodec(Codec):
@@ -46,8 +63,6 @@ class PromptusCodec(Codec):
                 "first_iterations": self.first_iterations, "libpromptus": __version__}
 
     def encode(self, clip: Clip, bitrate: float, path: Path, progress: Progress) -> Encoded:
-        import av
-
         from ..api import open as open_stream
         from ..api import encode
 
@@ -59,15 +74,7 @@ class PromptusCodec(Codec):
             progress(f"keyframe {report.frame_index}: loss {report.loss:.4f}, PSNR {min(report.psnr):.2f} dB")
 
         with tempfile.TemporaryDirectory(prefix="pmteval-") as work:
-            pattern = str(Path(work) / "%05d.png")
-            with av.open(pattern, "w", format="image2") as sequence:
-                stream = sequence.add_stream("png", rate=clip.rate)
-                stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "rgb24"
-                for index, image in enumerate(clip.frames):
-                    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                    frame.pts = index
-                    sequence.mux(stream.encode(frame))
-                sequence.mux(stream.encode(None))
+            pattern = write_images(clip, Path(work))
             try:
                 result = encode(pattern, str(path), overwrite=True, model=self.model, bitrate=bitrate,
                                 iterations=self.iterations, first_iterations=self.first_iterations, rate=clip.rate,

@@ -96,8 +96,8 @@ def abr_markdown(report: dict, metrics: Sequence[str]) -> str:
     """One row per codec: quality shown, bitrate fetched, startup, stalls, severe share."""
     options = report["options"]
     lines = [(f"Trace `{report['trace']}` ({report['trace_seconds']} s), {options['segment_seconds']:g}-s segments, "
-              f"BBA (reservoir {options['reservoir_s']:g} s, cushion {options['cushion_s']:g} s, buffer "
-              f"{options['max_buffer_s']:g} s)."), "",
+              f"ABR `{options['abr']}` (bba:RESERVOIR:CUSHION in seconds), buffer {options['max_buffer_s']:g} s."),
+             "",
              ("| codec | mean kbit/s | " + " | ".join(METRIC_TITLES[m] for m in metrics)
               + " | startup s | stall s (events) | switches | severe |"),
              "|---|---|" + "---|" * len(metrics) + "---|---|---|---|"]
