@@ -8,6 +8,7 @@ import torch
 
 from libpromptus.bitstream import Coding, InvalidDataError, StreamWriter, UnitType, read_streams, truncate_rank
 from libpromptus.bitstream.framing import UnitSource
+from libpromptus.bitstream.probe import describe
 from libpromptus.conformance import seeded
 from libpromptus.encoder.fitting import FitSettings, fit_keyframe
 from libpromptus.process.prompts import compose
@@ -101,6 +102,7 @@ def test_a_layered_rung_is_a_byte_prefix_of_each_keyframe():
         for frame, kind in ((0, "gaussian"), (2, "laplace"), (5, "uniform")):
             writer.write(seeded.keyframe(rng, header, frame, 5, coding=Coding.LAYERED, kind=kind))
     data = sink.getvalue()
+    assert describe(read_streams(io.BytesIO(data)), len(data))["format"]["version"] == "1.1"      # pmtprobe
     for rank in (1, 2, 4):
         cut = io.BytesIO()
         truncate_rank(io.BytesIO(data), cut, rank)
