@@ -30,7 +30,7 @@ import av
 import numpy as np
 from environment import environment, report
 
-from libpromptus.bitstream import Coding, Keyframe, StreamWriter, read_units, truncate_rank
+from libpromptus.bitstream import Coding, EndOfStream, Index, Keyframe, StreamWriter, read_units, truncate_rank
 from libpromptus.io.samples import write_sample
 from libpromptus.process.quality import psnr
 
@@ -47,25 +47,16 @@ def encode(clip: Path, out: Path, rank: int, args, *extra: str) -> float:
 
 def as_entropy_coded(stream: Path) -> int:
     """Bytes of `stream` with its keyframes coded as one block per factor (ENTROPY), version 1.0."""
-    sink = _Counter()
     writer = None
     for item in read_units(stream):
         unit = item.unit
         if writer is None:
-            writer = StreamWriter(sink, unit)
+            writer = StreamWriter(io.BytesIO(), unit)
         elif isinstance(unit, Keyframe):
             writer.write(dataclasses.replace(unit, coding=Coding.ENTROPY))
-        elif type(unit).__name__ not in ("Index", "EndOfStream"):
+        elif not isinstance(unit, (Index, EndOfStream)):     # close() writes them anew
             writer.write(unit)
     return writer.close()
-
-
-class _Counter:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 def dash(clip: Path, out: Path, ranks: list[int], args, *extra: str) -> tuple[float, list[int]]:

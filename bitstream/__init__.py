@@ -25,6 +25,7 @@ from .units import (
     Unit,
     UnitType,
     UnknownUnit,
+    lowest_minor_version,
     minor_version_of,
 )
 from .writer import StreamWriter
@@ -36,5 +37,5 @@ __all__ = [
     "truncate_rank",
     "Coding", "EndOfStream", "Index", "IndexEntry", "Keyframe", "LatentCodec", "Metadata", "NoiseAlgorithm",
     "PredictionType", "SceneCut", "SceneStart", "SequenceHeader", "Unit", "UnitType", "UnknownUnit",
-    "minor_version_of",
+    "lowest_minor_version", "minor_version_of",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from collections.abc import Iterable
 from typing import ClassVar
 
 import numpy as np
@@ -232,3 +233,8 @@ class LostSceneStart:
     """
 
     first_frame: int
+
+
+def lowest_minor_version(units: Iterable[Unit]) -> int:
+    """The lowest `version_minor` of a stream holding `units`: 1 if a keyframe is LAYERED, else 0."""
+    return max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)

@@ -17,7 +17,6 @@ import numpy as np
 
 from ..bitstream import (
     Coding,
-    Keyframe,
     LatentCodec,
     Metadata,
     PredictionType,
@@ -26,7 +25,7 @@ from ..bitstream import (
     StreamWriter,
     Unit,
     UnknownUnit,
-    minor_version_of,
+    lowest_minor_version,
 )
 from ..bitstream.segments import split_stream
 from ..process.profiles import SD_TURBO
@@ -107,8 +106,7 @@ def spec_units(spec: StreamSpec) -> tuple[SequenceHeader, list[Unit]]:
 def write(header: SequenceHeader, units: list[Unit], *, index: bool = True) -> bytes:
     """One stream written by the library's `StreamWriter`, of the lowest version its units allow."""
     sink = io.BytesIO()
-    minor = max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)
-    with StreamWriter(sink, header, write_index=index, minor=minor) as writer:
+    with StreamWriter(sink, header, write_index=index, minor=lowest_minor_version(units)) as writer:
         for unit in units:
             writer.write(unit)
     return sink.getvalue()

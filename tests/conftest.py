@@ -29,7 +29,7 @@ from libpromptus.bitstream import (
     StreamWriter,
     UnitType,
     UnknownUnit,
-    minor_version_of,
+    lowest_minor_version,
 )
 from libpromptus.bitstream.framing import SIGNATURE
 from libpromptus.conformance import seeded
@@ -148,8 +148,7 @@ def build_stream(spec: StreamSpec = StreamSpec()) -> Built:
     """Write `spec` with StreamWriter into memory (version 1.1 when a keyframe is LAYERED)."""
     header, units = stream_units(spec)
     sink = io.BytesIO()
-    minor = max(minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe))
-    with StreamWriter(sink, header, write_index=spec.index, minor=minor) as writer:
+    with StreamWriter(sink, header, write_index=spec.index, minor=lowest_minor_version(units)) as writer:
         for unit in units[1:]:
             writer.write(unit)
     data = sink.getvalue()

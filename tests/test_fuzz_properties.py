@@ -38,7 +38,7 @@ from libpromptus.bitstream import (
     SequenceHeader,
     StreamWriter,
     UnknownUnit,
-    minor_version_of,
+    lowest_minor_version,
     read_streams,
     read_units,
 )
@@ -133,8 +133,7 @@ def streams(draw) -> tuple[SequenceHeader, list, bool]:
 
 def write(header: SequenceHeader, units: list, index: bool) -> bytes:
     sink = io.BytesIO()
-    minor = max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)
-    with StreamWriter(sink, header, write_index=index, minor=minor) as writer:
+    with StreamWriter(sink, header, write_index=index, minor=lowest_minor_version(units)) as writer:
         for unit in units:
             writer.write(unit)
     return sink.getvalue()
