@@ -116,3 +116,20 @@ def test_a_file_of_several_streams_is_refused():
 def test_a_segment_holds_at_least_one_frame():
     with pytest.raises(ValueError, match="at least one frame"):
         Segmenter(0)
+
+
+
+def test_the_packager_refuses_a_rendition_of_another_version(tmp_path):
+    from libpromptus.dash.packager import package
+
+    def files(*streams: bytes) -> list:
+        for number, data in enumerate(streams):
+            (tmp_path / f"{number}.pmt").write_bytes(data)
+        return [tmp_path / f"{number}.pmt" for number in range(len(streams))]
+
+    later = RENDITIONS[1][:9] + b"\x01" + RENDITIONS[1][10:]      # the same units in a version 1.1 stream
+    with pytest.raises(ValueError, match="another sequence header or version than rendition 0"):
+        package(files(RENDITIONS[0], later), tmp_path / "manifest.mpd", SEGMENT_FRAMES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.pmt", "1.pmt"]       # nothing published
+    package(files(RENDITIONS[0], RENDITIONS[1]), tmp_path / "manifest.mpd", SEGMENT_FRAMES)
+    assert (tmp_path / "manifest.mpd").exists()

@@ -42,23 +42,24 @@ def package(streams: list[str | os.PathLike], manifest: str | os.PathLike, segme
     if target.exists() and not overwrite:
         raise FileExistsError(f"{os.fspath(manifest)}: already exists (use -y to overwrite)")
     init_name, media_name = segment_templates(init_name, media_name)
-    header, total, renditions = None, 0, []
+    first, renditions = None, []
     with TemporaryOutput(target, directory=True) as staging:
         for number, path in enumerate(streams):
             stream = read_streams(path, values=False)[0]
-            if header is None:
-                header, total = stream.header, stream.frame_count
-            elif stream.header != header:
-                raise ValueError(f"rendition {number} has another sequence header than rendition 0 "
+            if first is None:
+                first = stream
+            elif stream.header != first.header or stream.minor != first.minor:
+                raise ValueError(f"rendition {number} has another sequence header or version than rendition 0 "
                                  "(SPEC.md D.2: the renditions of a set differ only in their units)")
+            rate = Fraction(stream.header.fps_num, stream.header.fps_den)
             segments = list(split_stream(path, segment_frames))
             for segment in segments:
                 (staging.path / segment_name(segment, str(number), init_name, media_name)).write_bytes(segment.data)
-            renditions.append(_figures(str(number), segments, segment_frames,
-                                       Fraction(header.fps_num, header.fps_den)))
-        presentation = Presentation(tuple(Rendition(r.id, r.bandwidth) for r in renditions), segment_frames,
-                                    Fraction(header.fps_num, header.fps_den), total, header.model_name,
-                                    header.width, header.height, init_name, media_name)
+            renditions.append(_figures(str(number), segments, segment_frames, rate))
+        header = first.header
+        presentation = Presentation(tuple(Rendition(r.id, r.bandwidth) for r in renditions), segment_frames, rate,
+                                    first.frame_count, header.model_name, header.width, header.height, init_name,
+                                    media_name)
     with TemporaryOutput(target) as mpd:
         mpd.path.write_text(mpd_text(presentation))
     return presentation, tuple(renditions)
