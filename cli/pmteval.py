@@ -2,7 +2,7 @@
 
     pmteval -i SOURCE [--codecs promptus,x265,x264,av1] [--bitrates 100k,225k,540k] [--model M]
             [--iterations N] [--first-iterations N] [-r RATE] [-ss S] [-t S] [-frames:v N] [-s WxH]
-            [--fit crop|pad|scale] [--trace 2g|3g|4g|FILE ...] -o OUT_DIR
+            [--fit crop|pad|scale] [--trace 2g|3g|4g|FILE ...] [--abr RULE] -o OUT_DIR
 
 Every codec encodes the same frames at every bitrate; each run's record goes to
 OUT_DIR/runs/, its file to OUT_DIR/streams/, and the summary to OUT_DIR/summary.json,
