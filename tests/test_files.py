@@ -101,6 +101,28 @@ def test_a_work_directory_is_exclusive_and_names_its_holder(tmp_path):
     assert os.listdir(tmp_path) == []                   # nothing but the lock: the folder goes
 
 
+def test_a_holder_caught_before_it_wrote_its_pid_is_still_named(tmp_path):
+    """Two encodes started together: the second may find the lock taken and the lock file
+    still empty; it waits for the holder's pid rather than naming "unknown"."""
+    import fcntl
+    import threading
+
+    target = tmp_path / "out.pmt"
+    folder = tmp_path / ".out.pmt.resume"
+    folder.mkdir()
+    handle = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(handle, fcntl.LOCK_EX)                  # held, nothing written yet
+    writer = threading.Timer(0.2, os.pwrite, (handle, b"4242\n", 0))
+    writer.start()
+    try:
+        with pytest.raises(OutputBusyError) as err:
+            WorkDirectory(target).open()
+        assert err.value.strerror == "being written by process 4242"
+    finally:
+        writer.join()
+        os.close(handle)
+
+
 def test_a_work_directory_keeps_what_it_holds_until_removed(tmp_path):
     work = WorkDirectory(tmp_path / "out.pmt").open()
     (work.path / "checkpoint.npz").write_bytes(b"state")

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,8 @@ log = logging.getLogger("libpromptus")
 
 #: Attempts to take a work folder's lock while another process is removing that folder.
 _LOCK_ATTEMPTS = 5
+#: Reads of a held lock file that is still empty (its holder writes its pid just after locking), 10 ms apart.
+_HOLDER_READS = 100
 
 
 @contextmanager
@@ -234,6 +237,18 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     return removed
 
 
+def _holder(handle: int) -> str:
+    """The pid in a lock file another process holds. A new holder writes it just after it
+    takes the lock, so a file read empty is read again for a moment before it counts as
+    "unknown" (two encodes started together would otherwise name no one)."""
+    for _ in range(_HOLDER_READS):
+        text = os.pread(handle, 32, 0).decode("ascii", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "unknown"
+
+
 class WorkDirectory:
     """`.NAME.resume/` beside an output: one encode's private folder, under an exclusive lock.
 
@@ -259,7 +274,7 @@ class WorkDirectory:
             except FileNotFoundError:
                 continue                  # the folder was just removed by the encode that held it
             if not _try_lock(handle):
-                holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                holder = _holder(handle)
                 os.close(handle)
                 raise OutputBusyError(self.target, holder)
             try:
@@ -269,8 +284,9 @@ class WorkDirectory:
             if current is None or current.st_ino != os.fstat(handle).st_ino:
                 os.close(handle)          # locked a lock file that its holder has since removed
                 continue
-            os.ftruncate(handle, 0)
-            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(handle, pid, 0)                # then cut what a longer pid left: never read empty
+            os.ftruncate(handle, len(pid))
             self._lock = handle
             return self
         raise OutputBusyError(self.target, "unknown (its work folder keeps changing)")
