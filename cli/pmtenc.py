@@ -4,6 +4,8 @@
     pmtenc -f promptus-dir -i DIR [-r 30] OUT.pmt    import the official implementation's prompts
     pmtenc -i INPUT -f dash -b:v 60k,120k,240k -seg_duration 2 OUT/manifest.mpd
                                                      renditions and segments for adaptive streaming
+    pmtenc -i INPUT --segment-seconds 2 --cluster auto OUT.pmt
+                                                     segments fitted as tasks of a Ray cluster
 """
 from __future__ import annotations
 
@@ -103,8 +105,16 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--resume", action="store_true",
                          help="continue an interrupted encode of the same input and options from its last keyframe")
     fitting.add_argument("--segment-seconds", type=float, default=None, metavar="S",
-                         help="encode closed segments of S seconds independently and merge them")
+                         help="encode closed segments of S seconds independently and merge them (--resume reuses "
+                              "the finished ones)")
     fitting.add_argument("--jobs", type=int, default=1, help="segments encoded at once (processes; default 1)")
+    fitting.add_argument("--cluster", default=None, metavar="ADDRESS",
+                         help="encode the segments as tasks of a Ray cluster: auto (the cluster this machine is a "
+                              "node of), local (a private one here) or the head's HOST:PORT; needs --segment-seconds "
+                              "and pip install 'libpromptus[cluster]'")
+    fitting.add_argument("-threads", dest="threads", type=int, default=None, metavar="N",
+                         help="torch CPU threads per encode or segment; the bytes depend on them (default: the cores "
+                              "divided by --jobs, 1 per task on a cluster)")
     dash = parser.add_argument_group("dash output (-f dash; FFmpeg's dash muxer options)")
     dash.add_argument("-seg_duration", dest="seg_duration", type=float, default=None, metavar="S",
                       help="segment length in seconds (default 2); every segment starts a scene, so a client "
@@ -161,13 +171,18 @@ def _encode_video(args) -> int:
     from ..io.video_input import parse_size
 
     live = is_stdout(args.output) or network.is_url(args.output)
-    if live and (args.resume or args.segment_seconds is not None):
-        raise CommandError("--resume and --segment-seconds need a file output: a live stream cannot be taken back")
+    if live and (args.resume or args.segment_seconds is not None or args.cluster is not None):
+        raise CommandError("--resume, --segment-seconds and --cluster need a file output: a live stream cannot be "
+                           "taken back")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"-threads {args.threads} is out of range")
     if live and args.progress is not None and is_stdout(args.progress):
         raise CommandError("-progress pipe:1 and the stream on standard output would mix; use -progress pipe:2")
     dash = args.format == "dash"
     if not dash and (args.seg_duration, args.init_seg_name, args.media_seg_name) != (None, None, None):
         raise CommandError("-seg_duration, -init_seg_name and -media_seg_name are options of -f dash")
+    if args.cluster is not None and args.segment_seconds is None and not dash:
+        raise CommandError("--cluster runs segments as tasks: give --segment-seconds S")
     if dash and (live or args.resume or args.segment_seconds is not None):
         raise CommandError("-f dash writes an MPD and its segments to a folder: give OUT/manifest.mpd (segments "
                            "come from -seg_duration; --resume is per stream)")
@@ -189,7 +204,8 @@ def _encode_video(args) -> int:
     show_bar = not args.nostats and sys.stderr.isatty() and logging.getLogger().level <= logging.INFO
     stats = open(args.stats, "a" if args.resume else "w") if args.stats else None  # noqa: SIM115 - closed below
     progress: Progress | None = None
-    done = [0]
+    segmented = args.segment_seconds is not None
+    done, keyframes, finished = [0], [0], []
 
     def on_start(frame_count: int | None, rate: Fraction) -> None:
         nonlocal progress
@@ -200,29 +216,49 @@ def _encode_video(args) -> int:
             progress.note(f"keyframe {keyframe} iteration {iteration} loss {loss:.4f}")
 
     def on_keyframe(report) -> None:
-        progress.advance(report.frame_index + 1 - done[0])
-        progress.note(f"keyframe {report.frame_index}: loss {report.loss:.4f}, PSNR {min(report.psnr):.2f} dB")
+        # one stream's keyframes come in order, covering every frame up to theirs; a segmented
+        # encode's come from its segments as they finish, each covering its own interval
+        progress.advance(report.frame_index + 1 - (report.first_frame if segmented else done[0]))
         done[0] = report.frame_index + 1
+        keyframes[0] += 1
+        progress.note(f"{segments_done()}keyframe {report.frame_index}: loss {report.loss:.4f}, "
+                      f"PSNR {min(report.psnr):.2f} dB")
         logging.debug("keyframe %d: %d iterations, loss %.4f, PSNR %.2f dB", report.frame_index, report.iterations,
                       report.loss, min(report.psnr))
 
-    finished = False
+    def on_segment(record) -> None:
+        finished.append(record)
+        if record.reused:
+            progress.advance(record.count)
+        progress.note(f"{segments_done()}keyframes {keyframes[0]}")
+        logging.debug("segment %d (frames %d-%d): %s on %s in %.1f s%s", record.segment, record.first,
+                      record.first + record.count - 1, "reused" if record.reused else "encoded", record.node,
+                      record.seconds, f", {record.attempts} attempts" if record.attempts > 1 else "")
+
+    def segments_done() -> str:
+        return f"segments {len(finished)}/{finished[0].segments}, " if finished else ""
+
+    completed = False
     try:
-        callbacks = dict(stats=stats, on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe)
+        callbacks = dict(stats=stats, on_start=on_start, on_keyframe=on_keyframe)
         if dash:
             return _encode_dash(args, renditions, options)
         if live:
             with open_output(args.output) as sink:
-                result = encode_stream(args.input, sink, **callbacks, **options)
+                result = encode_stream(args.input, sink, on_iteration=on_iteration, **callbacks, **options)
+        elif segmented:
+            result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume,
+                            segment_seconds=args.segment_seconds, jobs=args.jobs, cluster=args.cluster,
+                            threads=args.threads, on_segment=on_segment, **callbacks, **options)
         else:
             result = encode(args.input, args.output, overwrite=bool(args.overwrite), resume=args.resume,
-                            segment_seconds=args.segment_seconds, jobs=args.jobs, **callbacks, **options)
-        finished = True
+                            jobs=args.jobs, threads=args.threads, on_iteration=on_iteration, **callbacks, **options)
+        completed = True
     finally:
         if stats is not None:
             stats.close()
         if progress is not None:
-            progress.close(finished=finished)
+            progress.close(finished=completed)
     psnrs = [p for k in result.summary.keyframes for p in k.psnr]
     logging.info("wrote %s: %d frames, %d bytes, %.1f kbit/s (rank %d, keyframe interval %d), PSNR %.2f dB",
                  "stdout" if is_stdout(args.output) else network.redact(args.output), result.frames, result.bytes, result.bitrate_bps / 1000, result.rank, result.interval,
@@ -266,7 +302,8 @@ def _encode_dash(args, renditions: list[dict], options: dict) -> int:
         raise CommandError(f"-seg_duration {args.seg_duration}: must be positive")
     result = encode_dash(args.input, args.output, renditions, segment_seconds=args.seg_duration or 2.0,
                          init_name=args.init_seg_name or INIT_TEMPLATE, media_name=args.media_seg_name or MEDIA_TEMPLATE,
-                         overwrite=bool(args.overwrite), jobs=args.jobs, **options)
+                         overwrite=bool(args.overwrite), jobs=args.jobs, cluster=args.cluster, threads=args.threads,
+                         **options)
     presentation = result.presentation
     logging.info("wrote %s: %d renditions of %d frames in %d segments of %d frames (%s kbit/s)", args.output,
                  len(result.renditions), presentation.total_frames, presentation.segment_count,

@@ -6,6 +6,7 @@ The public surface, PyAV-like:
     with pmt.open("clip.pmt") as container: ...            # read: info, demux(), decode()
     with pmt.open("out.pmt", "w", width=..., height=..., rate=...) as container: ...   # write: encode(frame)
     pmt.encode("clip.mp4", "clip.pmt", bitrate=100_000)    # whole files
+    pmt.encode("clip.mp4", "clip.pmt", segment_seconds=2, cluster="auto")   # segments on a Ray cluster
     pmt.decode("clip.pmt", "clip.mkv")
 
 `Encoder` and `Decoder` are the frame-level codec the functions above are built on;
@@ -44,6 +45,8 @@ _EXPORTS = {
     "PromptDirectoryError": "libpromptus.errors",
     "CheckpointError": "libpromptus.errors",
     "OutputBusyError": "libpromptus.errors",
+    "ClusterUnavailableError": "libpromptus.errors",
+    "SegmentLostError": "libpromptus.errors",
     "NetworkError": "libpromptus.io.network",
     "NetworkTimeoutError": "libpromptus.io.network",
 }
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
     from .encoder.encoder import Encoder, EncoderSettings
     from .errors import (
         CheckpointError,
+        ClusterUnavailableError,
         EngineUnavailableError,
         ModelIntegrityError,
         ModelMismatchError,
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
         OutputBusyError,
         PromptDirectoryError,
         PromptusError,
+        SegmentLostError,
         VideoInputError,
     )
     from .io.network import NetworkError, NetworkTimeoutError

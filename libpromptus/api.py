@@ -9,6 +9,7 @@
         for image in images:
             container.encode(image)                         # write: frames in, units out as keyframes are fitted
     pmt.encode("clip.mp4", "clip.pmt", model="tiny", bitrate=100_000)
+    pmt.encode("clip.mp4", "clip.pmt", segment_seconds=2, cluster="auto")   # segments as tasks of a Ray cluster
     pmt.decode("clip.pmt", "clip.mkv", model="tiny")
 
 This module only composes the layers below it: `decoder.Decoder` decodes, the
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import numpy as np
 
@@ -31,13 +32,8 @@ from .bitstream import ReadUnit, SequenceHeader, Stream, read_units
 from .dash.abr import Rule, parse_rule
 from .dash.client import DashReader, SegmentRecord, is_manifest_url
 from .decoder.decoder import Decoder, read_arriving, read_input
-from .encoder.job import (
-    INPUT_OPTIONS,
-    EncodeOptions,
-    EncodeResult,
-    EncoderSetup,
-    encode,
-)
+from .encoder import job, segments
+from .encoder.job import INPUT_OPTIONS, EncodeOptions, EncodeResult, EncoderSetup
 from .engines import DEFAULT_BATCH
 from .io import network
 from .io.pipes import is_stdin
@@ -45,7 +41,8 @@ from .io.pipes import is_stdin
 if TYPE_CHECKING:
     from .bitstream.concealment import ConcealmentReport
     from .decoder.decoding import Frame
-    from .encoder.encoder import EncodeSummary
+    from .encoder.encoder import EncodeSummary, KeyframeReport
+    from .encoder.segments import SegmentReport
 
 __all__ = ["Container", "EncodeResult", "LiveContainer", "OutputContainer", "StreamInfo", "decode", "encode", "open"]
 
@@ -272,6 +269,34 @@ def open(target: str | os.PathLike | BinaryIO, mode: str = "r",  # noqa: A001
     if mode == "w":
         return OutputContainer(target, **options)
     raise ValueError(f"mode {mode!r}: choose 'r' or 'w'")
+
+
+def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False,
+           segment_seconds: float | None = None, jobs: int = 1, cluster: str | None = None, threads: int | None = None,
+           stats: TextIO | None = None, on_start: Callable[[int | None, Fraction], None] | None = None,
+           on_iteration: Callable[[int, int, float], None] | None = None,
+           on_keyframe: Callable[[KeyframeReport], None] | None = None,
+           on_segment: Callable[[SegmentReport], None] | None = None, **options) -> EncodeResult:
+    """Encode a video (any input PyAV reads) into a .pmt file; `options`: see `EncodeOptions`.
+
+    The output appears whole or not at all; `resume=True` continues an interrupted encode
+    of the same input and options (`encoder.job.encode`). With `segment_seconds` the video
+    is cut into closed segments encoded independently, `jobs` local processes at a time or
+    as tasks of the Ray cluster `cluster` (`"local"`, `"auto"` or `"HOST:PORT"`; needs
+    `libpromptus[cluster]`), and merged (`encoder.segments.encode_segmented`); resuming
+    reuses every finished segment. `threads`: torch's CPU threads per encode or segment
+    (the file's bytes depend on them). Callbacks: `on_start(frame_count or None, rate)`,
+    `on_iteration(keyframe, iteration, loss)` (not for segments), `on_keyframe(KeyframeReport)`,
+    `on_segment(SegmentReport)` (segments only).
+    """
+    if segment_seconds is None:
+        if jobs != 1 or cluster is not None or on_segment is not None:
+            raise ValueError("--jobs and --cluster run segments: give --segment-seconds")
+        return job.encode(source, output, overwrite=overwrite, resume=resume, threads=threads, stats=stats,
+                          on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe, **options)
+    return segments.encode_segmented(source, output, segment_seconds=segment_seconds, jobs=jobs, cluster=cluster,
+                                     threads=threads, overwrite=overwrite, resume=resume, stats=stats,
+                                     on_start=on_start, on_keyframe=on_keyframe, on_segment=on_segment, **options)
 
 
 def decode(path: str | os.PathLike, output: str, *, codec: str | None = None, crf: int | None = None,

@@ -48,6 +48,19 @@ class CheckpointError(PromptusError, ValueError):
     """A checkpoint that cannot be resumed from (damaged, foreign, or not matching its stream)."""
 
 
+class ClusterUnavailableError(PromptusError, ValueError):
+    """A cluster encode cannot start: Ray is not installed, the cluster cannot be reached, or
+    none of its nodes can run a segment's task."""
+
+
+class SegmentLostError(PromptusError, ConnectionError):
+    """A segment's worker (a local process, a cluster's worker or node) was lost for good;
+    the finished segments are kept for `--resume`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; the finished segments are kept: run again with --resume to encode the rest")
+
+
 class OutputBusyError(PromptusError, OSError):
     """Another live process is writing the same output."""
 

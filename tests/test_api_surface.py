@@ -16,7 +16,8 @@ from libpromptus.io.video_input import open_video
 SURFACE = {"open", "encode", "decode", "Container", "LiveContainer", "OutputContainer", "StreamInfo", "EncodeResult", "Encoder",
            "EncoderSettings", "Decoder", "Frame", "PromptusError", "InvalidDataError", "ModelNotFoundError",
            "ModelIntegrityError", "ModelMismatchError", "EngineUnavailableError", "VideoInputError",
-           "PromptDirectoryError", "CheckpointError", "OutputBusyError", "NetworkError", "NetworkTimeoutError"}
+           "PromptDirectoryError", "CheckpointError", "OutputBusyError", "NetworkError", "NetworkTimeoutError",
+           "ClusterUnavailableError", "SegmentLostError"}
 #: Options of a fast encode with the tiny model: two iterations, no perceptual term.
 FAST = dict(model="tiny", rank=1, interval=2, first_iterations=2, iterations=2, perceptual="none")
 
@@ -42,7 +43,8 @@ def test_importing_the_package_loads_no_torch():
     ("InvalidDataError", ValueError), ("ModelNotFoundError", ValueError), ("ModelIntegrityError", ValueError),
     ("ModelMismatchError", ValueError), ("EngineUnavailableError", ValueError), ("VideoInputError", ValueError),
     ("PromptDirectoryError", ValueError), ("CheckpointError", ValueError), ("OutputBusyError", OSError),
-    ("NetworkError", OSError), ("NetworkTimeoutError", TimeoutError),
+    ("NetworkError", OSError), ("NetworkTimeoutError", TimeoutError), ("ClusterUnavailableError", ValueError),
+    ("SegmentLostError", ConnectionError),
 ])
 def test_every_error_is_a_promptus_error_and_the_builtin_a_caller_expects(name, builtin):
     error = getattr(pmt, name)

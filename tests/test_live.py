@@ -126,12 +126,13 @@ def test_pmtenc_to_a_pipe_streams_what_pmtdec_decodes(tmp_path):
     assert (tmp_path / "live.rgb").read_bytes() == decoded.stdout
 
 
-def test_a_live_encode_refuses_resume_and_segments(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtenc", "-i", "-", "--model", "tiny", "--resume",
+@pytest.mark.parametrize("option", [["--resume"], ["--segment-seconds", "1"], ["--cluster", "auto"]])
+def test_a_live_encode_refuses_resume_segments_and_a_cluster(tmp_path, option):
+    done = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtenc", "-i", "-", "--model", "tiny", *option,
                            "-"], input=b"", capture_output=True, timeout=120, check=False)
     assert done.returncode == 1
-    assert done.stderr.decode().strip().endswith("--resume and --segment-seconds need a file output: a live stream "
-                                                 "cannot be taken back")
+    assert done.stderr.decode().strip() == ("pmtenc: error: --resume, --segment-seconds and --cluster need a file "
+                                            "output: a live stream cannot be taken back")
 
 
 def test_pmtenc_live_to_a_tcp_listener_sends_the_file_encode(tmp_path):

@@ -1,5 +1,8 @@
 """Segment-parallel encoding: closed segments encoded independently, merged into one stream."""
 import io
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from libpromptus.bitstream import (
     read_streams,
 )
 
-from libpromptus import encode
+from libpromptus import CheckpointError, encode
 from libpromptus.io.samples import write_sample
 from libpromptus.process.profiles import TINY
 
@@ -75,3 +78,116 @@ def test_segmented_encode_is_one_valid_stream_of_closed_segments(tmp_path):
     encode(str(clip), str(again), model="tiny", rank=2, interval=5, iterations=1, first_iterations=1,
            scene_threshold=None, segment_seconds=0.5, jobs=1)
     assert again.read_bytes() == out.read_bytes()
+
+
+# ------------------------------------------------------------------ where segments run, resuming them
+
+#: A segmented encode of 24 frames at 32x32 in 4 segments of 6 frames, fast: two iterations, no perceptual term.
+SEGMENTED = dict(model="tiny", rank=2, interval=3, iterations=2, first_iterations=2, perceptual="none",
+                 scene_threshold=None, segment_seconds=0.2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def clip24(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("segments") / "clip.y4m"
+    write_sample(str(path), 24, 32, 32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(clip24) -> bytes:
+    out = clip24.parent / "whole.pmt"
+    encode(str(clip24), str(out), **SEGMENTED)
+    return out.read_bytes()
+
+
+def test_two_local_processes_write_the_bytes_one_process_writes(clip24, uninterrupted, tmp_path):
+    records = []
+    result = encode(str(clip24), str(tmp_path / "jobs.pmt"), jobs=2, on_segment=records.append, **SEGMENTED)
+    assert (tmp_path / "jobs.pmt").read_bytes() == uninterrupted
+    assert result.frames == 24 and result.interval == 3 and result.rank == 2
+    assert sorted((r.segment, r.first, r.count, r.attempts, r.reused) for r in records) == [
+        (0, 0, 6, 1, False), (1, 6, 6, 1, False), (2, 12, 6, 1, False), (3, 18, 6, 1, False)]
+
+
+def test_keyframes_reach_on_keyframe_once_each_in_the_encodes_frame_numbers(clip24, tmp_path):
+    reports = []
+    result = encode(str(clip24), str(tmp_path / "out.pmt"), on_keyframe=reports.append, **SEGMENTED)
+    assert [(k.first_frame, k.frame_index) for k in reports] == [
+        (k.first_frame, k.frame_index) for k in result.summary.keyframes]
+    assert [k.frame_index for k in reports] == [0, 3, 5, 6, 9, 11, 12, 15, 17, 18, 21, 23]
+    assert sum(k.frame_index + 1 - k.first_frame for k in reports) == 24
+
+
+class _Interrupt(KeyboardInterrupt):
+    pass
+
+
+def _interrupt_after(count: int):
+    """An `on_segment` that interrupts the encode (as Ctrl-C would) once `count` segments are kept."""
+    kept = []
+
+    def on_segment(record) -> None:
+        kept.append(record)
+        if len(kept) == count:
+            raise _Interrupt
+    return on_segment
+
+
+def test_an_interrupted_segmented_encode_resumes_with_the_unfinished_segments_only(clip24, uninterrupted, tmp_path):
+    out = tmp_path / "out.pmt"
+    with pytest.raises(_Interrupt):
+        encode(str(clip24), str(out), on_segment=_interrupt_after(2), **SEGMENTED)
+    work = tmp_path / ".out.pmt.resume"
+    assert not out.exists()
+    assert sorted(p.name for p in work.iterdir()) == ["00000.json", "00000.pmt", "00001.json", "00001.pmt", "lock",
+                                                     "segments.json"]
+    records, reports, stats = [], [], io.StringIO()
+    encode(str(clip24), str(out), resume=True, on_segment=records.append, on_keyframe=reports.append, stats=stats,
+           **SEGMENTED)
+    assert out.read_bytes() == uninterrupted
+    assert [(r.segment, r.reused) for r in records] == [(0, True), (1, True), (2, False), (3, False)]
+    assert [k.frame_index for k in reports] == [12, 15, 17, 18, 21, 23]          # only the new segments were fitted
+    lines = [json.loads(line) for line in stats.getvalue().splitlines()]
+    assert [r["segment"] for r in lines if "attempts" in r] == [0, 1, 2, 3]
+    assert [r["reused"] for r in lines if "attempts" in r] == [True, True, False, False]
+    assert not work.exists()
+
+
+def test_resuming_refuses_another_encodes_segments_and_an_empty_folder(clip24, tmp_path):
+    out = tmp_path / "out.pmt"
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        encode(str(clip24), str(out), resume=True, **SEGMENTED)
+    with pytest.raises(_Interrupt):
+        encode(str(clip24), str(out), on_segment=_interrupt_after(1), **SEGMENTED)
+    for changed in ({"rank": 3}, {"threads": 2}, {"segment_seconds": 0.3}):
+        with pytest.raises(CheckpointError, match="differ from the interrupted encode; start again without --resume"):
+            encode(str(clip24), str(out), resume=True, **{**SEGMENTED, **changed})
+    assert (tmp_path / ".out.pmt.resume" / "00000.pmt").exists()        # refused, not thrown away
+    (tmp_path / ".out.pmt.resume" / "00000.pmt").write_bytes(b"PMT")
+    with pytest.raises(CheckpointError, match="segment 0 .* is damaged"):
+        encode(str(clip24), str(out), resume=True, **SEGMENTED)
+
+
+def test_a_failing_segment_leaves_no_output_and_no_work_folder(clip24, tmp_path):
+    with pytest.raises(ValueError, match="--rank 99: model tiny allows ranks"):
+        encode(str(clip24), str(tmp_path / "out.pmt"), jobs=2, **{**SEGMENTED, "rank": 99})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(jobs=2), "--jobs and --cluster run segments: give --segment-seconds"),
+    (dict(cluster="local"), "--jobs and --cluster run segments: give --segment-seconds"),
+    (dict(segment_seconds=0.2, jobs=2, cluster="local"), "--jobs counts local processes"),
+    (dict(segment_seconds=0), "--segment-seconds 0: must be positive"),
+    (dict(segment_seconds=0.2, threads=0), "-threads 0: at least 1"),
+])
+def test_placement_options_are_checked_before_anything_runs(clip24, tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        encode(str(clip24), str(tmp_path / "out.pmt"), model="tiny", **arguments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_segmented_encode_cannot_read_a_pipe(tmp_path):
+    with pytest.raises(ValueError, match="not a pipe"):
+        encode("-", str(tmp_path / "out.pmt"), model="tiny", segment_seconds=1)

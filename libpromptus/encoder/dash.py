@@ -1,7 +1,7 @@
 """DASH output (`pmtenc -f dash`): a rendition set of one video, cut into time-aligned
 segments, with its MPD (SPEC.md Annex D).
 
-Each rendition is a segmented encode (`encode(..., segment_seconds=...)`: a scene start
+Each rendition is a segmented encode (`encoder.segments`: a scene start
 at every segment boundary, each segment fitted and rate-controlled on its own) at its
 own `-b:v`, `--rank` or `-g`; `dash.packager` cuts the renditions into segments and
 writes the MPD. Since every media segment starts its own scene, a client may switch
@@ -19,7 +19,8 @@ from pathlib import Path
 from ..bitstream import read_streams, truncate_rank
 from ..dash.manifest import INIT_TEMPLATE, MEDIA_TEMPLATE, Presentation
 from ..dash.packager import PackagedRendition, package, segment_templates
-from .job import EncodeResult, encode, segment_length
+from .job import EncodeResult
+from .segments import encode_segmented, segment_length
 
 log = logging.getLogger("libpromptus")
 
@@ -36,13 +37,14 @@ class DashResult:
 
 def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_seconds: float,
                 init_name: str = INIT_TEMPLATE, media_name: str = MEDIA_TEMPLATE, overwrite: bool = False,
-                jobs: int = 1, **options) -> DashResult:
+                jobs: int = 1, cluster: str | None = None, threads: int | None = None, **options) -> DashResult:
     """Encode `source` once per entry of `renditions` (each the `EncodeOptions` that differ
     between rungs: `bitrate`, `rank`, `interval`) into segments of `segment_seconds`
     beside `manifest`, the MPD. `options`: the `EncodeOptions` every rendition shares.
     Representation ids are 0, 1, … in the order given. With `scalable=True` the
     renditions differ only in `rank`: one nested-dropout fit at the highest rank gives
-    them all, each cut from it by `bitstream.truncate_rank` (no fitting per rung)."""
+    them all, each cut from it by `bitstream.truncate_rank` (no fitting per rung).
+    `jobs`, `cluster` and `threads` say where the segments are fitted (`encode_segmented`)."""
     target = Path(manifest)
     if not renditions:
         raise ValueError("-f dash needs at least one rendition")
@@ -50,13 +52,15 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
         raise FileExistsError(f"{manifest}: already exists (use -y to overwrite)")
     segment_templates(init_name, media_name)        # refused before anything is fitted
     target.parent.mkdir(parents=True, exist_ok=True)  # as FFmpeg's dash muxer makes the manifest's folder
+    placement = dict(jobs=jobs, cluster=cluster, threads=threads)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.renditions.") as work:
         paths = [Path(work, f"{number}.pmt") for number in range(len(renditions))]
         if options.get("scalable"):
-            encodes = _cut_renditions(source, paths, renditions, Path(work, "top.pmt"), segment_seconds, jobs, options)
+            encodes = _cut_renditions(source, paths, renditions, Path(work, "top.pmt"), segment_seconds, placement,
+                                      options)
         else:
-            encodes = [encode(source, str(path), overwrite=True, segment_seconds=segment_seconds, jobs=jobs,
-                              **{**options, **changes}) for path, changes in zip(paths, renditions)]
+            encodes = [encode_segmented(source, str(path), overwrite=True, segment_seconds=segment_seconds,
+                                        **placement, **{**options, **changes}) for path, changes in zip(paths, renditions)]
         header = read_streams(paths[0], values=False)[0].header
         rate = Fraction(header.fps_num, header.fps_den)
         presentation, packaged = package(paths, target, segment_length(segment_seconds, rate),
@@ -70,15 +74,15 @@ def encode_dash(source: str, manifest: str, renditions: list[dict], *, segment_s
 
 
 def _cut_renditions(source: str, paths: list[Path], renditions: list[dict], top: Path, segment_seconds: float,
-                    jobs: int, options: dict) -> list[EncodeResult]:
+                    placement: dict, options: dict) -> list[EncodeResult]:
     """`-f dash --scalable`: one fit at the highest `--rank`, each rendition cut from it."""
     ranks = [changes.get("rank") for changes in renditions]
     if any(rank is None for rank in ranks) or any(changes.get("bitrate") is not None for changes in renditions) \
             or len({changes.get("interval") for changes in renditions}) > 1:
         raise ValueError("-f dash --scalable cuts its renditions from one fit: give them as --rank R1,R2,... "
                          "(one -g for all, no -b:v)")
-    result = encode(source, str(top), overwrite=True, segment_seconds=segment_seconds, jobs=jobs,
-                    **{**options, **renditions[0], "rank": max(ranks)})
+    result = encode_segmented(source, str(top), overwrite=True, segment_seconds=segment_seconds, **placement,
+                              **{**options, **renditions[0], "rank": max(ranks)})
     for path, rank in zip(paths, ranks):
         with path.open("wb") as sink:
             truncate_rank(top, sink, rank)

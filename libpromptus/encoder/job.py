@@ -4,19 +4,17 @@
 control (`EncoderSetup`, shared with the write mode of `libpromptus.open`), runs the
 `Encoder` over the frames in a locked work folder beside the output with a checkpoint
 after every keyframe, and renames the stream into place when it is complete. A
-segmented encode (`segment_seconds`) encodes closed segments independently, in worker
-processes with `jobs`, and merges them.
+segmented encode (`encoder.segments`) runs one such encode per segment and merges them.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +27,6 @@ from ..bitstream import (
     Metadata,
     SequenceHeader,
     StreamWriter,
-    merge_streams,
     minor_version_of,
     read_streams,
 )
@@ -37,7 +34,7 @@ from ..bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
 from ..errors import CheckpointError
 from ..io.files import WorkDirectory, publish
 from .checkpoint import Checkpoint
-from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport, stats_psnr
+from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport
 from .ratecontrol import OFFICIAL_INTERVAL, OFFICIAL_RANK, RateController
 
 log = logging.getLogger("libpromptus")
@@ -76,11 +73,10 @@ class EncodeOptions:
     start: float | None = None             # -ss
     duration: float | None = None          # -t
     max_frames: int | None = None          # -frames:v
-    skip_frames: int = 0                   # frames dropped after -ss (a segment's start)
 
 
 #: The options that say how the input is read, not how it is coded (the write mode takes frames instead).
-INPUT_OPTIONS = ("size", "fit", "rate", "start", "duration", "max_frames", "skip_frames")
+INPUT_OPTIONS = ("size", "fit", "rate", "start", "duration", "max_frames")
 
 
 @dataclass(frozen=True)
@@ -187,8 +183,7 @@ def _fitting_precision(opts: EncodeOptions) -> str:
 
 
 def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False,
-           segment_seconds: float | None = None, jobs: int = 1, stats: TextIO | None = None,
-           on_start: Callable[[int | None, Fraction], None] | None = None,
+           threads: int | None = None, stats: TextIO | None = None, on_start: Callable[[int | None, Fraction], None] | None = None,
            on_iteration: Callable[[int, int, float], None] | None = None,
            on_keyframe: Callable[[KeyframeReport], None] | None = None, **options) -> EncodeResult:
     """Encode a video (any input PyAV reads) into a .pmt file; `options`: see `EncodeOptions`.
@@ -200,30 +195,49 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     interruption (Ctrl-C, a killed process) `resume=True` continues from the last
     finished keyframe and gives the same bytes as an uninterrupted run, or refuses in
     one line when the checkpoint does not match; any other failure removes the folder.
-    `segment_seconds` encodes closed segments of that length independently, `jobs` at a
-    time, and merges them. Callbacks: `on_start(frame_count or None, rate)`,
+    `threads`: torch's CPU threads for this encode (default: torch's own choice). Callbacks: `on_start(frame_count or None, rate)`,
     `on_iteration(keyframe, iteration, loss)`, `on_keyframe(KeyframeReport)`.
     """
     opts = EncodeOptions(**options)
     target = Path(output)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{output}: already exists (use -y to overwrite)")
-    if segment_seconds is not None and resume:
-        raise ValueError("--resume works per encode; a segmented encode restarts its unfinished segments")
     callbacks = dict(stats=stats, on_start=on_start, on_iteration=on_iteration, on_keyframe=on_keyframe)
+    with naming_failed_writes(output), WorkDirectory(target) as work, torch_threads(threads):
+        # the work folder first, so that a second encode of `output` fails at once
+        return _encode_in(work, source, target, opts, resume, callbacks)
+
+
+@contextmanager
+def naming_failed_writes(output: str) -> Iterator[None]:
+    """Make a failed write (a full disk: an `OSError` without a file name) name `output`."""
     try:
-        with WorkDirectory(target) as work:   # first, so that a second encode of `output` fails at once
-            if segment_seconds is not None:
-                _discard_interrupted(work)
-                try:
-                    return _encode_segments(source, target, work.path, opts, segment_seconds, jobs, stats)
-                finally:
-                    work.remove()
-            return _encode_in(work, source, target, opts, resume, callbacks)
+        yield
     except OSError as err:
-        if err.filename is None and err.errno is not None:   # a failed write (a full disk): name the output
+        if err.filename is None and err.errno is not None:
             raise OSError(err.errno, err.strerror, output) from None
         raise
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with torch's intra-op CPU threads set to `threads` (None: as they are), restored afterwards.
+
+    The thread count is part of what a CPU fit's bytes depend on (the order of its
+    parallel reductions), so segment encodes that must agree set it explicitly."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"-threads {threads}: at least 1")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _encode_in(work: WorkDirectory, source: str, target: Path, opts: EncodeOptions, resume: bool,
@@ -255,7 +269,7 @@ def _checkpoint_to_resume(work: WorkDirectory, source: str, opts: EncodeOptions)
     if not path.exists():
         raise CheckpointError(f"{work.target}: nothing to resume (no checkpoint in {work.path})")
     checkpoint = Checkpoint.load(path)
-    if checkpoint.fingerprint != _fingerprint(source, opts):
+    if checkpoint.fingerprint != fingerprint(source, opts):
         raise CheckpointError(f"{work.target}: the input or options differ from the interrupted encode; "
                               "start again without --resume")
     return checkpoint
@@ -363,14 +377,14 @@ def encode_stream(source: str, sink: BinaryIO, *, stats: TextIO | None = None,
         if on_start is not None:
             on_start(frame_count, reader.info.rate)
         encoder = setup.open(_FlushingSink(sink), stats=stats, on_iteration=on_iteration, on_keyframe=on_keyframe)
-        summary = _push_frames(encoder, reader, opts.skip_frames, source)
+        summary = _push_frames(encoder, reader, 0, source)
     return EncodeResult.of(summary, _rate(setup.header), setup.rank, setup.interval)
 
 
 def _setup_for(reader, opts: EncodeOptions) -> tuple[EncoderSetup, int | None]:
-    """The setup for the frames `reader` gives after `opts.skip_frames`, and their count when known."""
+    """The setup for the frames `reader` gives, and their count when known."""
     info = reader.info
-    frame_count = None if info.frame_count is None else max(info.frame_count - opts.skip_frames, 0)
+    frame_count = info.frame_count
     return EncoderSetup(opts, width=info.width, height=info.height, rate=info.rate,
                         frame_count=frame_count), frame_count
 
@@ -400,11 +414,11 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
             on_start(frame_count, reader.info.rate)
         handle = io.open(stream_path, "r+b" if resumed is not None else "w+b")  # noqa: SIM115 - closed below
         with handle:
-            partial = _CheckpointedStream(handle, work.path / _CHECKPOINT, _fingerprint(source, opts), setup.rank,
+            partial = _CheckpointedStream(handle, work.path / _CHECKPOINT, fingerprint(source, opts), setup.rank,
                                           setup.interval)
             callbacks = dict(stats=stats, on_iteration=on_iteration, on_keyframe=on_keyframe,
                              on_checkpoint=partial.save)
-            skip = opts.skip_frames
+            skip = 0
             if resumed is None:
                 encoder = setup.open(handle, **callbacks)
                 partial.writer = encoder.writer
@@ -413,7 +427,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
                 units = partial.resume(written)
                 encoder = setup.encoder(partial.writer, **callbacks)
                 encoder.restore(checkpoint.state, checkpoint.arrays, units)
-                skip += checkpoint.state["next_frame"]
+                skip = checkpoint.state["next_frame"]
             summary = _push_frames(encoder, reader, skip, source)
         # Renamed while the checkpoint still exists: a kill before the clean-up leaves
         # a complete output that `--resume` recognises (`_finished_result`).
@@ -422,7 +436,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
     return EncodeResult.of(summary, _rate(setup.header), setup.rank, setup.interval)
 
 
-def _fingerprint(source: str, opts: EncodeOptions) -> str:
+def fingerprint(source: str, opts: EncodeOptions) -> str:
     """What must not change between an interrupted encode and its resumption."""
     try:
         stat = os.stat(source)
@@ -431,76 +445,3 @@ def _fingerprint(source: str, opts: EncodeOptions) -> str:
         identity = [source]
     text = json.dumps([identity, {k: str(v) for k, v in asdict(opts).items()}], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _start_worker(log_level: int, threads: int | None) -> None:
-    """A segment worker process: the parent's verbosity for the library's log, its share of the cores."""
-    logging.getLogger("libpromptus").setLevel(log_level)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _encode_segment(source: str, output: str, options: dict) -> EncodeSummary:
-    """One segment of a segmented encode."""
-    return encode(source, output, overwrite=True, **options).summary
-
-
-def segment_length(segment_seconds: float, rate: Fraction) -> int:
-    """The frames of one segment of `segment_seconds` at `rate` (at least one)."""
-    return max(1, round(segment_seconds * rate))
-
-
-def _encode_segments(source: str, target: Path, work: Path, opts: EncodeOptions, segment_seconds: float, jobs: int,
-                     stats: TextIO | None) -> EncodeResult:
-    """Encode closed segments of `segment_seconds` independently (up to `jobs` at once) in the
-    folder `work` and merge them into one stream: each segment starts a scene with its own
-    first-frame latent."""
-    from ..io.video_input import open_video
-
-    if segment_seconds <= 0 or jobs < 1:
-        raise ValueError("--segment-seconds must be positive and --jobs at least 1")
-    with open_video(source, start=opts.start, duration=opts.duration, max_frames=opts.max_frames, size=opts.size,
-                    fit=opts.fit, rate=opts.rate) as reader:
-        rate = reader.info.rate
-        total = reader.info.frame_count
-        if total is None:
-            total = sum(1 for _ in reader.frames())
-    length = segment_length(segment_seconds, rate)
-    starts = list(range(0, total, length))
-    if not starts:
-        raise ValueError(f"{source}: no frames to encode")
-    base = {k: v for k, v in asdict(opts).items() if k not in ("max_frames", "skip_frames")}
-    tasks = []
-    for number, first in enumerate(starts):
-        count = min(length, total - first)
-        limit = first + count if opts.max_frames is None else min(first + count, opts.max_frames)
-        tasks.append((source, str(work / f"{number:05d}.pmt"), {**base, "max_frames": limit, "skip_frames": first}))
-    if jobs == 1:
-        summaries = [_encode_segment(*task) for task in tasks]
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        level = logging.getLogger("libpromptus").getEffectiveLevel()
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_start_worker, initargs=(level, threads)) as pool:
-            summaries = list(pool.map(_encode_segment, *zip(*tasks)))
-    segments = [read_streams(task[1])[0] for task in tasks]
-    temporary = work / "merged.pmt"
-    with io.open(temporary, "wb") as sink:
-        settings = dict(segments[0].metadata).get("settings", "")
-        size = merge_streams(segments, sink, metadata=Metadata((
-            ("encoder", f"libpromptus {__version__}"),
-            ("settings", f"{settings} segment_seconds={segment_seconds}".strip()))))
-    if stats is not None:
-        for first, summary in zip(starts, summaries):
-            for report in summary.keyframes:
-                record = {"keyframe": report.frame_index + first,
-                          "frames": [report.first_frame + first, report.frame_index + first],
-                          "scene": report.scene, "iterations": report.iterations, "loss": report.loss,
-                          "bytes": report.bytes, "psnr": stats_psnr(report.psnr), "segment_start": first}
-                stats.write(json.dumps(record) + "\n")
-    publish(temporary, target)
-    keyframes = [k for s in summaries for k in s.keyframes]
-    merged = EncodeSummary(total, sum(len(s.scenes) for s in segments), keyframes, size)
-    return EncodeResult.of(merged, rate, segments[0].scenes[0].keyframes[0].unit.rank, length)

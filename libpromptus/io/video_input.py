@@ -130,6 +130,8 @@ class VideoInfo:
     width: int                  # output size, after `size`/`fit`
     height: int
     rate: Fraction              # frames per second the frames are labelled with
+    source_rate: Fraction       # the rate -ss and -t count frames at: the stream's own (for an image
+                                # sequence, its -r), so frame i of a constant-rate source is at i/source_rate
     frame_count: int | None     # exactly what frames() yields (after start/duration/max_frames) when the
                                 # container makes it certain (y4m files, image sequences), else None
     source_width: int
@@ -176,7 +178,7 @@ def _check_size(width: int, height: int, what: str) -> None:
         raise VideoInputError(f"{what}: larger than {MAX_DIMENSION}x{MAX_DIMENSION}")
 
 
-def _seconds(value, what: str) -> Fraction | None:
+def exact_seconds(value, what: str) -> Fraction | None:
     """A time option as an exact Fraction (a float as the decimal it prints as)."""
     if value is None:
         return None
@@ -198,8 +200,8 @@ def _seconds(value, what: str) -> Fraction | None:
 
 
 def _check_options(start, duration, max_frames, size, fit, rate):
-    start = _seconds(start, "-ss")
-    duration = _seconds(duration, "-t")
+    start = exact_seconds(start, "-ss")
+    duration = exact_seconds(duration, "-t")
     if max_frames is not None:
         if isinstance(max_frames, bool) or not isinstance(max_frames, int):
             raise VideoInputError(f"-frames:v {max_frames!r}: not a frame count")
@@ -463,7 +465,7 @@ class VideoReader:
         self._time_base = stream.time_base or (1 / native)
         self._origin = stream.start_time if stream.start_time is not None else 0
         self.info = VideoInfo(
-            width=self._out_w, height=self._out_h, rate=rate if rate is not None else native,
+            width=self._out_w, height=self._out_h, rate=rate if rate is not None else native, source_rate=native,
             frame_count=self._known_count(container, stream, native), source_width=src_w, source_height=src_h)
 
     # -- context manager
