@@ -66,9 +66,17 @@ def _segments(stats: Path) -> list[dict]:
 
 def test_the_cluster_writes_the_file_jobs_2_writes_using_both_worker_nodes(cluster, clip, expected, tmp_path):
     out, stats = tmp_path / "cluster.pmt", tmp_path / "stats.jsonl"
-    done = cluster.pmtenc("-i", str(clip), *ENCODE, "--cluster", f"127.0.0.1:{PORT}", "--stats", str(stats), str(out))
-    assert done.returncode == 0, done.stderr
+    encode = cluster.pmtenc("-i", str(clip), *ENCODE, "--cluster", f"127.0.0.1:{PORT}", "--stats", str(stats),
+                            str(out), wait=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    running = []                 # segments running at once, sampled: never more than the worker nodes' 2 CPUs
+    deadline = time.monotonic() + ENCODE_TIMEOUT_S
+    while encode.poll() is None and time.monotonic() < deadline:
+        running.append(len(cluster.segment_workers()))
+        time.sleep(0.1)
+    _, errors = encode.communicate(timeout=WAIT_S)
+    assert encode.returncode == 0, errors
     assert _md5(out) == expected
+    assert max(running) == 2
     records = _segments(stats)
     assert [r["segment"] for r in sorted(records, key=lambda r: r["segment"])] == [0, 1, 2, 3]
     assert [r["frames"] for r in sorted(records, key=lambda r: r["segment"])] == [[0, 5], [6, 11], [12, 17], [18, 23]]

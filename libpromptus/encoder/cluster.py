@@ -17,8 +17,10 @@ Ray (`pip install 'libpromptus[cluster]'`) schedules the segments of a segmented
   `MAX_RETRIES` times (Ray's `max_retries`); it gives the same bytes wherever it runs.
   A task's own exception (bad input) is not retried (`retry_exceptions=False`): it fails
   the encode as that exception. When the driver stops early it cancels what is left.
-- Reports. Tasks put their start and keyframe reports on a `ray.util.queue.Queue`, an
-  actor pinned to the driver's node, so it outlives any worker node.
+- Reports. Tasks send their start and keyframe reports to a small actor pinned to the
+  driver's node (so it outlives any worker node), without waiting for it: a task that
+  blocks in `ray.get` lends its CPU to the next task, which would then run beside it
+  (`ray.util.queue.Queue.put` blocks so). The driver collects them in one call per poll.
 - Logs. Workers' output stays in Ray's logs on their nodes (`log_to_driver=False`); Ray
   itself still tells the driver's terminal when it loses a node or retries a task.
 
@@ -35,7 +37,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 from ..errors import ClusterUnavailableError, SegmentLostError
-from .segments import POLL_S, SegmentEvent, SegmentResult, SegmentTask, drain_reports, encode_segment
+from .segments import POLL_S, SegmentEvent, SegmentResult, SegmentTask, encode_segment
 
 #: Times a segment's task is run again after its worker process or node died.
 MAX_RETRIES = 3
@@ -61,29 +63,29 @@ class RayRunner:
     def run(self, source: str, tasks: list[SegmentTask], threads: int | None,
             on_event: Callable[[SegmentEvent], None]) -> Iterator[SegmentResult]:
         ray = self._ray
-        from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         resources, device = _task_resources(ray.nodes(), self._device, threads or 1)
-        here = ray.get_runtime_context().get_node_id()
-        events = Queue(actor_options={"num_cpus": 0,
-                                      "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)})
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        reports = ray.remote(num_cpus=0, scheduling_strategy=here)(_Reports).remote()
+        report = _SendReport(reports)
         remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(encode_segment)
         submitted = {}
         for task in tasks:
             task = dataclasses.replace(task, options={**task.options, "device": device})
-            submitted[remote.options(name=f"segment {task.number}").remote(source, task, threads, events.put)] = task
+            submitted[remote.options(name=f"segment {task.number}").remote(source, task, threads, report)] = task
         pending = list(submitted)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
-                drain_reports(events, on_event)
+                for event in ray.get(reports.take.remote()):
+                    on_event(event)
                 for ref in done:
                     yield self._result(ref, submitted[ref])
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            ray.kill(events.actor)
+            ray.kill(reports)
 
     def _result(self, ref, task: SegmentTask) -> SegmentResult:
         ray = self._ray
@@ -98,6 +100,30 @@ class RayRunner:
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+class _Reports:
+    """The actor that holds the tasks' reports until the driver takes them."""
+
+    def __init__(self) -> None:
+        self._events: list[SegmentEvent] = []
+
+    def add(self, event: SegmentEvent) -> None:
+        self._events.append(event)
+
+    def take(self) -> list[SegmentEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+@dataclasses.dataclass(frozen=True)
+class _SendReport:
+    """A task's `report`: hands an event to the reports actor without waiting (see the module's docstring)."""
+
+    reports: object            # the `_Reports` actor's handle
+
+    def __call__(self, event: SegmentEvent) -> None:
+        self.reports.add.remote(event)
 
 
 def _connect(ray, cluster: str) -> None:
