@@ -1,7 +1,12 @@
 """Segment-parallel encoding: closed segments encoded independently, merged into one stream."""
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +196,79 @@ def test_placement_options_are_checked_before_anything_runs(clip24, tmp_path, ar
 def test_a_segmented_encode_cannot_read_a_pipe(tmp_path):
     with pytest.raises(ValueError, match="not a pipe"):
         encode("-", str(tmp_path / "out.pmt"), model="tiny", segment_seconds=1)
+
+
+def _fitting_workers(parent: int) -> list[int]:
+    """The `--jobs` worker processes of pmtenc `parent` that are fitting a segment (they hold
+    files in its private folder, `libpromptus-segment-*`)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if not name.isdigit() or int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if any("libpromptus-segment-" in os.readlink(f"/proc/{name}/fd/{fd}") for fd in os.listdir(f"/proc/{name}/fd")):
+                found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_killed_local_worker_stops_the_encode_in_one_line_and_resume_finishes_it(tmp_path):
+    clip = tmp_path / "clip.y4m"
+    write_sample(str(clip), 24, 64, 64)
+    options = ["--model", "tiny", "--rank", "2", "-g", "3", "--iterations", "30", "--first-iterations", "60",
+               "--perceptual", "none", "--scene-threshold", "off", "--segment-seconds", "0.2", "-threads", "1",
+               "-loglevel", "error"]
+    pmtenc = [sys.executable, "-m", "libpromptus.cli.pmtenc", "-i", str(clip), *options]
+    subprocess.run([*pmtenc, str(tmp_path / "whole.pmt")], check=True, timeout=600)
+    out, work = tmp_path / "out.pmt", tmp_path / ".out.pmt.resume"
+    encode_process = subprocess.Popen([*pmtenc, "--jobs", "2", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(work.glob("0*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = _fitting_workers(encode_process.pid)
+        assert workers and list(work.glob("0*.json")), "no worker or no finished segment"
+        os.kill(workers[0], signal.SIGKILL)
+        _, errors = encode_process.communicate(timeout=120)
+    finally:
+        encode_process.kill()
+    assert encode_process.returncode == 1
+    assert errors.strip().splitlines() == ["pmtenc: error: a segment's worker process died; the finished segments "
+                                           "are kept: run again with --resume to encode the rest"]
+    assert not out.exists() and list(work.glob("0*.pmt"))
+    subprocess.run([*pmtenc, "--jobs", "2", "--resume", str(out)], check=True, timeout=600)
+    assert out.read_bytes() == (tmp_path / "whole.pmt").read_bytes()
+    assert not work.exists()
+
+
+def _spawned_children() -> list[int]:
+    """This process's `multiprocessing` spawned children, oldest first (a manager starts before its pool)."""
+    children = []
+    for name in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            if name.isdigit() and int(stat[1]) == os.getpid() and \
+                    b"spawn_main" in Path(f"/proc/{name}/cmdline").read_bytes():
+                children.append((int(stat[19]), int(name)))       # (start time, pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid for _, pid in sorted(children)]
+
+
+def test_losing_the_local_report_queue_costs_the_progress_not_the_encode(clip24, uninterrupted, tmp_path, caplog):
+    """The report queue's manager process killed at the first keyframe: the segments still
+    finish, and the keyframes' reports come with them."""
+    killed, reports = [], []
+
+    def on_keyframe(report) -> None:
+        reports.append(report)
+        if not killed:
+            killed.append(_spawned_children()[0])
+            os.kill(killed[0], signal.SIGKILL)
+
+    with caplog.at_level("WARNING", logger="libpromptus"):
+        encode(str(clip24), str(tmp_path / "out.pmt"), jobs=2, on_keyframe=on_keyframe, **SEGMENTED)
+    assert killed and (tmp_path / "out.pmt").read_bytes() == uninterrupted
+    assert "the segments' progress reports were lost" in caplog.text
+    assert sorted(k.frame_index for k in reports) == [0, 3, 5, 6, 9, 11, 12, 15, 17, 18, 21, 23]

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from ..errors import ClusterUnavailableError, SegmentLostError
 from .segments import POLL_S, SegmentEvent, SegmentResult, SegmentTask, encode_segment
 
+log = logging.getLogger("libpromptus")
+
 #: Times a segment's task is run again after its worker process or node died.
 MAX_RETRIES = 3
 #: Seconds to wait for the head's port to accept a connection before giving up on an address.
@@ -56,6 +58,7 @@ class RayRunner:
             raise ClusterUnavailableError("--cluster needs Ray: pip install 'libpromptus[cluster]'") from None
         self._ray = ray
         self._device = device
+        self._reports_lost = False
         self._owned = not ray.is_initialized()
         if self._owned:
             _connect(ray, cluster)
@@ -78,7 +81,7 @@ class RayRunner:
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
-                for event in ray.get(reports.take.remote()):
+                for event in self._take(reports):
                     on_event(event)
                 for ref in done:
                     yield self._result(ref, submitted[ref])
@@ -86,6 +89,18 @@ class RayRunner:
             for ref in pending:
                 ray.cancel(ref, force=True)
             ray.kill(reports)
+
+    def _take(self, reports) -> list[SegmentEvent]:
+        """The reports waiting in the actor; none once it is lost (each finished segment
+        brings its keyframes' reports with it, so only the progress suffers)."""
+        if self._reports_lost:
+            return []
+        try:
+            return self._ray.get(reports.take.remote())
+        except self._ray.exceptions.RayError:
+            log.warning("the segments' progress reports were lost; the encode goes on without them")
+            self._reports_lost = True
+            return []
 
     def _result(self, ref, task: SegmentTask) -> SegmentResult:
         ray = self._ray

@@ -193,7 +193,9 @@ class InProcessRunner:
 
 class ProcessPoolRunner:
     """The tasks in `jobs` local worker processes (spawned: each loads its own model); their
-    reports come back through a queue of a `multiprocessing` manager."""
+    reports come back through a queue of a `multiprocessing` manager, which each worker
+    receives once, when it starts (a call that carried it could reach a worker after the
+    manager has gone, when the pool is being torn down)."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
@@ -202,42 +204,64 @@ class ProcessPoolRunner:
             on_event: Callable[[SegmentEvent], None]) -> Iterator[SegmentResult]:
         context = multiprocessing.get_context("spawn")
         level = logging.getLogger("libpromptus").getEffectiveLevel()
-        with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=context, initializer=_start_worker, initargs=(level,)) as pool:
+        with context.Manager() as manager:
             events = manager.Queue()
-            pending = {pool.submit(encode_segment, source, task, threads, events.put) for task in tasks}
-            try:
-                while pending:
-                    done, pending = concurrent.futures.wait(pending, timeout=POLL_S,
-                                                            return_when=concurrent.futures.FIRST_COMPLETED)
-                    drain_reports(events, on_event)
-                    for future in done:
-                        try:
-                            yield future.result()
-                        except concurrent.futures.process.BrokenProcessPool:
-                            raise SegmentLostError("a segment's worker process died") from None
-            finally:
-                for future in pending:
-                    future.cancel()
+            with concurrent.futures.ProcessPoolExecutor(max_workers=self.jobs, mp_context=context,
+                                                        initializer=_start_worker, initargs=(level, events)) as pool:
+                pending = {pool.submit(encode_segment, source, task, threads, _report_to_parent) for task in tasks}
+                try:
+                    while pending:
+                        done, pending = concurrent.futures.wait(pending, timeout=POLL_S,
+                                                                return_when=concurrent.futures.FIRST_COMPLETED)
+                        if events is not None and not _drain(events, on_event):
+                            events = None
+                        for future in done:
+                            try:
+                                yield future.result()
+                            except concurrent.futures.BrokenExecutor:
+                                raise SegmentLostError("a segment's worker process died") from None
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         return None
 
 
-def _start_worker(log_level: int) -> None:
-    """A local worker process: the parent's verbosity for the library's log."""
+#: A local worker process's queue to the driver (`ProcessPoolRunner`), set when the worker starts.
+_parent_reports = None
+
+
+def _start_worker(log_level: int, reports) -> None:
+    """A local worker process: the parent's verbosity for the library's log, the queue for reports."""
+    global _parent_reports
     logging.getLogger("libpromptus").setLevel(log_level)
+    _parent_reports = reports
 
 
-def drain_reports(events, on_event: Callable[[SegmentEvent], None]) -> None:
-    """Hand every report waiting in `events` (a queue) to `on_event`."""
+def _report_to_parent(event: SegmentEvent) -> None:
+    """A local worker's `report`: the event onto the driver's queue, if it is still there
+    (reports only feed the progress: a lost queue must not fail the segment)."""
+    try:
+        _parent_reports.put(event)
+    except (OSError, EOFError):
+        pass
+
+
+def _drain(events, on_event: Callable[[SegmentEvent], None]) -> bool:
+    """Hand every report waiting in `events` (a manager's queue) to `on_event`; False when the
+    queue is lost (its manager process died): the driver goes on without reports, since
+    each finished segment brings its keyframes' reports with it."""
     import queue
 
     while True:
         try:
-            on_event(events.get_nowait())
+            event = events.get_nowait()
         except queue.Empty:
-            return
+            return True
+        except (OSError, EOFError):
+            log.warning("the segments' progress reports were lost; the encode goes on without them")
+            return False
+        on_event(event)
 
 
 def default_threads(jobs: int, cluster: str | None) -> int | None:
