@@ -103,7 +103,8 @@ def _parser() -> ArgumentParser:
     fitting.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                          help="auto: bf16 on CUDA, fp32 on the CPU")
     fitting.add_argument("--resume", action="store_true",
-                         help="continue an interrupted encode of the same input and options from its last keyframe")
+                         help="continue an interrupted encode of the same input and options from its last keyframe "
+                              "(a segmented one: with the segments it has not finished)")
     fitting.add_argument("--segment-seconds", type=float, default=None, metavar="S",
                          help="encode closed segments of S seconds independently and merge them (--resume reuses "
                               "the finished ones)")
