@@ -79,9 +79,13 @@ class LocalCluster:
         self.ray = str(Path(sys.executable).parent / "ray")
         self.workers: list[tuple[int, str]] = []
 
-    def start(self, workers: int = 2) -> None:
+    def open_namespace(self) -> None:
+        """The network namespace alone, its loopback up (`start` opens it first)."""
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
+
+    def start(self, workers: int = 2) -> None:
+        self.open_namespace()
         self._ray_start("--head", f"--port={PORT}", "--num-cpus=0", "--include-dashboard=false",
                         "--disable-usage-stats", f"--temp-dir={self.folder}")
         self.workers = [self.start_worker() for _ in range(workers)]
@@ -126,16 +130,17 @@ class LocalCluster:
         return [pid for pid in _pids() if (_cmdline(pid) or [""])[0].startswith("ray::segment")
                 and (raylet is None or _parent(pid) == raylet) and pid not in besides]
 
-    def close(self) -> None:
-        def remaining() -> list[int]:
-            listed = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
-            return [int(pid) for pid in listed.stdout.split()]
+    def processes(self) -> list[int]:
+        """Every process in the namespace."""
+        listed = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
+        return [int(pid) for pid in listed.stdout.split()]
 
-        for pid in remaining():
+    def close(self) -> None:
+        for pid in self.processes():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        wait_for(lambda: not remaining(), "the cluster's processes to exit", timeout=30)
+        wait_for(lambda: not self.processes(), "the cluster's processes to exit", timeout=30)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -150,3 +150,19 @@ def test_bad_input_in_one_segment_fails_in_one_line_and_leaves_nothing(cluster, 
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pmtenc: error: ") and "broken.y4m" in last, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.y4m"]
+
+
+def test_cluster_local_starts_a_private_ray_for_the_encode_and_stops_it(clip, expected, tmp_path):
+    """`--cluster local`, in a namespace of its own: this machine's two CPUs as one node, gone afterwards."""
+    alone = LocalCluster(f"pmtlocal{os.getpid()}")
+    try:
+        alone.open_namespace()
+        out, stats = tmp_path / "local.pmt", tmp_path / "stats.jsonl"
+        done = alone.pmtenc("-i", str(clip), *ENCODE, "--cluster", "local", "--stats", str(stats), str(out))
+        assert done.returncode == 0, done.stderr
+        assert _md5(out) == expected
+        records = _segments(stats)
+        assert sorted(r["segment"] for r in records) == [0, 1, 2, 3] and len({r["node"] for r in records}) == 1
+        wait_for(lambda: not alone.processes(), "the private Ray to stop", timeout=60)
+    finally:
+        alone.close()
