@@ -147,12 +147,12 @@ def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None) -> 
         message = f"invalid data: {err}"
     except (CommandError, ValueError) as err:
         message = str(err)
-    except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`): stop quietly, like cat does.
-        # (Caught before OSError, of which it is a subclass.)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
     except OSError as err:
+        if isinstance(err, BrokenPipeError) and (err.filename is None or is_stdout(str(err.filename))):
+            # The reader of our output went away (e.g. `| head`): stop quietly, like cat does.
+            # A broken pipe that names a file (a worker's queue's, an output's) is an error like any other.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILURE
         message = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")

@@ -280,3 +280,24 @@ def test_pmtprobe_broken_pipe_is_quiet(tmp_path):
                           f'| head -c 1', shell=True, capture_output=True, timeout=120)
     assert proc.stdout == b"{"
     assert proc.stderr == b"", proc.stderr
+
+
+def test_only_a_broken_standard_output_is_quiet(capfd):
+    """`| head` closing stdout ends a command quietly; a broken pipe naming anything else is an error line."""
+    from libpromptus.cli.common import run
+
+    def broken(filename):
+        def main(argv):
+            raise BrokenPipeError(32, "Broken pipe", filename) if filename else BrokenPipeError(32, "Broken pipe")
+        return main
+
+    stdout = os.dup(1)
+    try:
+        assert run("prog", broken(None), []) == 1
+        assert run("prog", broken("-"), []) == 1
+    finally:
+        os.dup2(stdout, 1)
+        os.close(stdout)
+    assert capfd.readouterr().err == ""
+    assert run("prog", broken("out.pmt"), []) == 1
+    assert capfd.readouterr().err == "prog: error: out.pmt: Broken pipe\n"

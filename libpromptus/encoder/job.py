@@ -183,7 +183,8 @@ def _fitting_precision(opts: EncodeOptions) -> str:
 
 
 def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = False,
-           threads: int | None = None, stats: TextIO | None = None, on_start: Callable[[int | None, Fraction], None] | None = None,
+           threads: int | None = None, stats: TextIO | None = None,
+           on_start: Callable[[int | None, Fraction], None] | None = None,
            on_iteration: Callable[[int, int, float], None] | None = None,
            on_keyframe: Callable[[KeyframeReport], None] | None = None, **options) -> EncodeResult:
     """Encode a video (any input PyAV reads) into a .pmt file; `options`: see `EncodeOptions`.
@@ -195,8 +196,9 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     interruption (Ctrl-C, a killed process) `resume=True` continues from the last
     finished keyframe and gives the same bytes as an uninterrupted run, or refuses in
     one line when the checkpoint does not match; any other failure removes the folder.
-    `threads`: torch's CPU threads for this encode (default: torch's own choice). Callbacks: `on_start(frame_count or None, rate)`,
-    `on_iteration(keyframe, iteration, loss)`, `on_keyframe(KeyframeReport)`.
+    `threads`: torch's CPU threads for this encode (default: torch's own choice).
+    Callbacks: `on_start(frame_count or None, rate)`, `on_iteration(keyframe, iteration,
+    loss)`, `on_keyframe(KeyframeReport)`.
     """
     opts = EncodeOptions(**options)
     target = Path(output)

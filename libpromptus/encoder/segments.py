@@ -292,8 +292,8 @@ def plan_segments(source: str, opts: EncodeOptions, segment_seconds: float) -> t
     tasks = []
     for number, first in enumerate(range(0, total, length)):
         seek = opts.start if first == 0 else (offset + first - Fraction(1, 2)) / info.source_rate
-        tasks.append(SegmentTask(number, first, min(length, total - first),
-                                 {**base, "start": seek, "duration": None, "max_frames": min(length, total - first)}))
+        count = min(length, total - first)
+        tasks.append(SegmentTask(number, first, count, {**base, "start": seek, "duration": None, "max_frames": count}))
     return tasks, info.rate, total
 
 
