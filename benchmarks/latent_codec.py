@@ -1,24 +1,17 @@
-"""Scene latents at 512²: today's q8 against a candidate transform coder, bytes against quality.
+"""Scene latents at 512²: Q8 against DCT8 (SPEC.md §4.2), bytes against decoded quality.
 
-    python benchmarks/latent_codec.py [--steps 0.005,0.01,0.02,0.04,0.08,0.12] [--out FILE.json]
+    python benchmarks/latent_codec.py [--steps 0.01,0.02,0.05,0.1,0.2] [--out FILE.json]
 
-Groundwork for issue 18 item 3 ("a scene latent in a third of the bytes"), to choose a
-design by measurement before it is specified. For each first frame (the official sky and
-uvg first frames when ../shared/reference/promptus-official is present, and held-out
-procedural frames (`libpromptus.models.procedural`, seeds from `HELD_OUT_SEED`), all 512×512) the tiny model's latent
-encoder gives the latent L [4, 64, 64]; each codec's reconstruction of L goes through the
-tiny model's latent decoder, and PSNR is against the source frame (`reference_psnr` is L
-itself, uncoded: the ceiling).
-
-- `q8`: SPEC.md's Q8 scene latent, entropy coded exactly as the format does
-  (`bitstream.entropy.encode_symbols` per channel plane), bytes as written.
-- `dct(step)`: the candidate. Each channel in 8×8 blocks, orthonormal DCT-II, each
-  coefficient divided by `step × (1 + u + v)` (a ramp quantization matrix) and rounded;
-  the coefficients of one zigzag band group of one channel form one symbol block (offset
-  by 128), coded by the same `encode_symbols`; a group whose values do not fit in a byte
-  is coded as two byte planes of int16 instead (`wide_groups` counts them). Bytes are
-  those blocks plus 4 bytes of step per channel; the reconstruction is the inverse
-  transform of the dequantized coefficients.
+Issue 18 item 3 ("a scene latent in a third of the bytes"). For each first frame (the
+official sky and uvg first frames when ../shared/reference/promptus-official is
+present, and held-out procedural frames (`libpromptus.models.procedural`, seeds from
+`HELD_OUT_SEED`), all 512×512) the tiny model's latent encoder gives the latent L
+[4, 64, 64]; each codec's scene start unit is written by the library's serializer
+(`bytes` is its whole payload), its latent decoded as a decoder does
+(`SceneStart.dequantized_latent`) and passed through the tiny model's latent decoder;
+PSNR is against the source frame (`reference_psnr` is L itself, uncoded: the ceiling).
+`dct8(s)` is DCT8 at step s times each channel's standard deviation (pmtenc
+`--latent-step s`).
 """
 from __future__ import annotations
 
@@ -28,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from environment import environment, report
-from scipy.fft import dctn, idctn
 
 from libpromptus.bitstream import Coding, LatentCodec
-from libpromptus.bitstream.entropy import encode_symbols
+from libpromptus.bitstream.syntax import encode_payload
 from libpromptus.models import load_generator, load_latent_encoder
 from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
@@ -39,15 +31,7 @@ from libpromptus.process.quality import psnr
 from libpromptus.process.quantization import scene_start
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
-SIZE, BLOCK = 512, 8
-#: Zigzag index ranges of the 8×8 block's 64 coefficients coded as one symbol block each.
-BAND_GROUPS = ((0, 1), (1, 3), (3, 6), (6, 10), (10, 15), (15, 21), (21, 28), (28, 36), (36, 64))
-
-
-def zigzag() -> list[tuple[int, int]]:
-    """The 8×8 positions in JPEG's zigzag order."""
-    return sorted(((u, v) for u in range(BLOCK) for v in range(BLOCK)),
-                  key=lambda p: (p[0] + p[1], p[1] if (p[0] + p[1]) % 2 else p[0]))
+SIZE = 512
 
 
 def frames() -> dict[str, np.ndarray]:
@@ -72,40 +56,15 @@ def decode(generator, latent: np.ndarray) -> np.ndarray:
     return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
-def q8(latent: np.ndarray) -> tuple[int, np.ndarray]:
-    unit = scene_start(0, latent, LatentCodec.Q8, Coding.ENTROPY)
-    size = sum(len(encode_symbols(plane)) for plane in unit.latent) + 5 * len(unit.latent)
-    return size, unit.dequantized_latent()
-
-
-def group_bytes(values: np.ndarray) -> tuple[int, bool]:
-    """The coded size of one band group's integers, and whether it needed int16's two planes."""
-    if values.min() >= -128 and values.max() <= 127:
-        return len(encode_symbols((values + 128).astype(np.uint8))), False
-    wide = (values + 32768).astype(np.uint16)
-    return len(encode_symbols((wide & 0xFF).astype(np.uint8))) + len(encode_symbols((wide >> 8).astype(np.uint8))), True
-
-
-def dct(latent: np.ndarray, step: float) -> tuple[int, np.ndarray, int]:
-    channels, height, width = latent.shape
-    order = zigzag()
-    ramp = step * (1 + np.add.outer(np.arange(BLOCK), np.arange(BLOCK))).astype(np.float32)
-    blocks = latent.reshape(channels, height // BLOCK, BLOCK, width // BLOCK, BLOCK).transpose(0, 1, 3, 2, 4)
-    coefficients = dctn(blocks, axes=(3, 4), norm="ortho")
-    quantized = np.round(coefficients / ramp).astype(np.int64)
-    size, wide_groups = 4 * channels, 0
-    for c in range(channels):
-        for start, end in BAND_GROUPS:
-            coded, wide = group_bytes(np.concatenate([quantized[c, :, :, u, v].ravel() for u, v in order[start:end]]))
-            size += coded
-            wide_groups += wide
-    restored = idctn(quantized * ramp, axes=(3, 4), norm="ortho")
-    return size, restored.transpose(0, 1, 3, 2, 4).reshape(channels, height, width).astype(np.float32), wide_groups
+def coded(latent: np.ndarray, codec: LatentCodec, **options) -> tuple[int, np.ndarray]:
+    """The payload bytes of the scene start unit and the latent a decoder reconstructs from it."""
+    unit = scene_start(0, latent, codec, Coding.ENTROPY, **options)
+    return len(encode_payload(unit)), unit.dequantized_latent()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="0.005,0.01,0.02,0.04,0.08,0.12")
+    parser.add_argument("--steps", default="0.01,0.02,0.05,0.1,0.2")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     steps = [float(s) for s in args.steps.split(",")]
@@ -114,20 +73,23 @@ def main() -> None:
     results = {}
     for name, image in frames().items():
         latent = encoder.encode(torch.from_numpy(np.ascontiguousarray(image))[None])[0].numpy()
-        entry = {"reference_psnr": round(psnr(decode(generator, latent), image), 3)}
-        size, restored = q8(latent)
+        entry = {"reference_psnr": round(psnr(decode(generator, latent), image), 3),
+                 "channel_std": [round(float(c.std()), 4) for c in latent]}
+        size, restored = coded(latent, LatentCodec.Q8)
         entry["q8"] = {"bytes": size, "psnr": round(psnr(decode(generator, restored), image), 3)}
         for step in steps:
-            size, restored, wide_groups = dct(latent, step)
-            entry[f"dct({step:g})"] = {"bytes": size, "psnr": round(psnr(decode(generator, restored), image), 3),
-                                       "wide_groups": wide_groups}
+            size, restored = coded(latent, LatentCodec.DCT8, latent_step=step)
+            entry[f"dct8({step:g})"] = {"bytes": size, "psnr": round(psnr(decode(generator, restored), image), 3)}
         results[name] = entry
+    codecs = [codec for codec in next(iter(results.values())) if codec not in ("reference_psnr", "channel_std")]
     summary = {codec: {"mean_bytes": round(float(np.mean([r[codec]["bytes"] for r in results.values()]))),
+                       "max_bytes": max(r[codec]["bytes"] for r in results.values()),
                        "mean_psnr_loss_vs_q8_db": round(float(np.mean([r["q8"]["psnr"] - r[codec]["psnr"]
-                                                                       for r in results.values()])), 3)}
-               for codec in next(iter(results.values())) if codec != "reference_psnr"}
-    result = environment("latent_codec", {"size": SIZE, "steps": steps, "band_groups": BAND_GROUPS,
-                                          "official_frames": OFFICIAL.exists()})
+                                                                       for r in results.values()])), 3),
+                       "max_psnr_loss_vs_q8_db": round(max(r["q8"]["psnr"] - r[codec]["psnr"]
+                                                           for r in results.values()), 3)}
+               for codec in codecs}
+    result = environment("latent_codec", {"size": SIZE, "steps": steps, "official_frames": OFFICIAL.exists()})
     result.update(frames=results, summary=summary)
     report(result, args.out)
 

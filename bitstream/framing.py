@@ -20,7 +20,7 @@ SIGNATURE = b"\x8aPMT\r\n\x1a\n"
 VERSION_MAJOR = 1
 #: The highest minor version this library reads and writes. It writes the lowest minor
 #: version whose features a stream uses (1.0 unless a keyframe is LAYERED).
-VERSION_MINOR = 1
+VERSION_MINOR = 2
 PREFIX_SIZE = len(SIGNATURE) + 2
 
 

@@ -28,7 +28,7 @@ from construct import (
     stream_write,
 )
 
-from . import entropy
+from . import entropy, latent_transform
 from .errors import InvalidDataError
 from .framing import VERSION_MINOR
 from .leb128 import decode_leb128, encode_leb128
@@ -132,6 +132,7 @@ SCENE_START_HEAD = Struct(
     "coding" / Int8ul,
 )
 Q8_CHANNEL = Struct("scale" / Float32l, "zero_point" / Int8ul)
+DCT8_STEP = Float32l
 
 SCENE_CUT = Struct("frame_index" / Int32ul)
 
@@ -172,6 +173,8 @@ END_OF_STREAM = Struct("frame_count" / Int32ul, "index_offset" / Int64ul)
 #: entropy coding splits a float latent into.
 LATENT_BYTES = {LatentCodec.F32: 4, LatentCodec.F16: 2, LatentCodec.Q8: 1}
 _LATENT_DTYPE = {LatentCodec.F32: np.dtype("<f4"), LatentCodec.F16: np.dtype("<f2"), LatentCodec.Q8: np.dtype("u1")}
+#: A DCT8 band's symbols are value + 128 (band_wide 0), or the low and high bytes of value + 32768 (1).
+_NARROW_OFFSET, _WIDE_OFFSET = 128, 32768
 
 END_OF_STREAM_UNIT_SIZE = 1 + 1 + END_OF_STREAM.sizeof() + 4
 """Bytes of a whole end-of-stream unit: a reader can find it at a fixed distance from EOF."""
@@ -228,7 +231,10 @@ def encode_payload(unit: Unit) -> bytes:
         if unit.latent_codec == LatentCodec.Q8:
             for scale, zero in zip(unit.q_scale, unit.q_zero_point):
                 Q8_CHANNEL.build_stream({"scale": scale, "zero_point": zero}, out)
-        _write_latent(out, unit)
+        if unit.latent_codec == LatentCodec.DCT8:
+            _write_dct8(out, unit)
+        else:
+            _write_latent(out, unit)
     elif isinstance(unit, SceneCut):
         SCENE_CUT.build_stream({"frame_index": unit.frame_index}, out)
     elif isinstance(unit, Keyframe):
@@ -270,6 +276,23 @@ def _write_latent(out: io.BytesIO, unit: SceneStart) -> None:
             _write_symbols(out, plane, Coding.ENTROPY)
 
 
+def _write_dct8(out: io.BytesIO, unit: SceneStart) -> None:
+    """latent_step per channel, then per channel and band group: band_wide and its symbol blocks."""
+    for step in unit.q_scale:
+        DCT8_STEP.build_stream(step, out)
+    for channel in unit.latent:
+        for values in latent_transform.split_bands(channel):
+            values = values.astype(np.int32)
+            wide = bool(values.min() < -_NARROW_OFFSET or values.max() >= _NARROW_OFFSET)
+            out.write(bytes([wide]))
+            if wide:
+                shifted = values + _WIDE_OFFSET
+                _write_symbols(out, shifted & 0xFF, unit.coding)
+                _write_symbols(out, shifted >> 8, unit.coding)
+            else:
+                _write_symbols(out, values + _NARROW_OFFSET, unit.coding)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -309,7 +332,7 @@ def _decode(kind: UnitType, payload: memoryview, stream: io.BytesIO, header: Seq
         f = SEQUENCE_HEADER.parse_stream(stream)
         return _header_from_fields(f), stream.tell()
     if kind == UnitType.SCENE_START:
-        return _decode_scene_start(payload, stream, header)
+        return _decode_scene_start(payload, stream, header, minor_version)
     if kind == UnitType.SCENE_CUT:
         return SceneCut(SCENE_CUT.parse_stream(stream).frame_index), stream.tell()
     if kind == UnitType.KEYFRAME:
@@ -358,8 +381,33 @@ def _enum(kind: type, value: int, field: str):
         raise InvalidDataError("bad_field", f"{field} {value} is not defined") from None
 
 
-def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
-                        header: SequenceHeader) -> tuple[SceneStart, int]:
+def _decode_dct8(payload: memoryview, offset: int, first_frame: int, coding: Coding, steps: tuple[float, ...],
+                 shape: tuple[int, int, int]) -> tuple[SceneStart, int]:
+    channels, height, width = shape
+    padded_height, padded_width = latent_transform.padded_size(height), latent_transform.padded_size(width)
+    blocks = (padded_height // latent_transform.BLOCK) * (padded_width // latent_transform.BLOCK)
+    coefficients = np.empty((channels, padded_height, padded_width), dtype=np.int16)
+    for c in range(channels):
+        bands = []
+        for start, end in latent_transform.BAND_GROUPS:
+            if offset >= len(payload):
+                raise InvalidDataError("bad_payload_size", "payload ends before a band_wide")
+            wide = payload[offset]
+            if wide > 1:
+                raise InvalidDataError("bad_field", f"band_wide {wide} is not 0 or 1")
+            count = blocks * (end - start)
+            low, offset = _read_symbols(payload, offset + 1, count, coding)
+            if wide:
+                high, offset = _read_symbols(payload, offset, count, coding)
+                bands.append(low.astype(np.int32) + (high.astype(np.int32) << 8) - _WIDE_OFFSET)
+            else:
+                bands.append(low.astype(np.int32) - _NARROW_OFFSET)
+        coefficients[c] = latent_transform.join_bands(bands, padded_height, padded_width)
+    return SceneStart(first_frame, LatentCodec.DCT8, coding, coefficients, steps, (), (height, width)), offset
+
+
+def _decode_scene_start(payload: memoryview, stream: io.BytesIO, header: SequenceHeader,
+                        minor_version: int) -> tuple[SceneStart, int]:
     f = SCENE_START_HEAD.parse_stream(stream)
     codec = _enum(LatentCodec, f.latent_codec, "latent_codec")
     coding = _enum(Coding, f.coding, "coding")
@@ -368,6 +416,11 @@ def _decode_scene_start(payload: memoryview, stream: io.BytesIO,
     shape = header.latent_shape
     scales: tuple[float, ...] = ()
     zeros: tuple[int, ...] = ()
+    if codec == LatentCodec.DCT8:
+        if minor_version < 2:
+            raise InvalidDataError("bad_field", f"latent_codec 3 (DCT8) is not defined in version 1.{minor_version}")
+        steps = tuple(Array(shape[0], DCT8_STEP).parse_stream(stream))
+        return _decode_dct8(payload, stream.tell(), f.first_frame, coding, steps, shape)
     if codec == LatentCodec.Q8:
         channels = Array(shape[0], Q8_CHANNEL).parse_stream(stream)
         scales = tuple(c.scale for c in channels)

@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import latent_transform
+
 
 class UnitType(IntEnum):
     """`unit_type` values of version 1 (SPEC.md, "Unit types")."""
@@ -44,17 +46,25 @@ class Coding(IntEnum):
     LAYERED = 2
 
 
-def minor_version_of(coding: Coding) -> int:
-    """The lowest `version_minor` of a stream whose units may use `coding`."""
-    return 1 if coding == Coding.LAYERED else 0
-
-
 class LatentCodec(IntEnum):
-    """How a scene's first-frame latent is represented."""
+    """How a scene's first-frame latent is represented.
+
+    DCT8 (version 1.2) is a transform coder: 8×8 blocks of integer-DCT coefficients,
+    quantized with a step per channel and entropy coded by zigzag band (SPEC.md §4.2).
+    """
 
     F32 = 0
     F16 = 1
     Q8 = 2
+    DCT8 = 3
+
+
+def minor_version_of(coding: Coding, latent_codec: LatentCodec | None = None) -> int:
+    """The lowest `version_minor` of a stream whose units use `coding` (and `latent_codec`):
+    2 for a DCT8 latent, 1 for LAYERED keyframes, else 0."""
+    if latent_codec == LatentCodec.DCT8:
+        return 2
+    return 1 if coding == Coding.LAYERED else 0
 
 
 class PredictionType(IntEnum):
@@ -127,7 +137,10 @@ class SceneStart:
     """Starts a scene: its first frame and the latent that frame continues from.
 
     `latent` is the stored form: float32 or float16 [C, H, W] for the float codecs,
-    uint8 [C, H, W] for Q8 with one `q_scale`/`q_zero_point` per channel.
+    uint8 [C, H, W] for Q8 with one `q_scale`/`q_zero_point` per channel, and for DCT8
+    the int16 coefficients [C, Hp, Wp] in block layout (H and W rounded up to whole 8×8
+    blocks; coefficient (u, v) of block (i, j) at [c, 8i + u, 8j + v]) with one step per
+    channel in `q_scale`; `latent_size` is then (H, W), where the blocks are cropped.
     """
 
     unit_type: ClassVar[UnitType] = UnitType.SCENE_START
@@ -137,9 +150,12 @@ class SceneStart:
     latent: np.ndarray
     q_scale: tuple[float, ...] = ()
     q_zero_point: tuple[int, ...] = ()
+    latent_size: tuple[int, int] = ()
 
     def dequantized_latent(self) -> np.ndarray:
         """The latent as float32 [C, H, W], exactly as SPEC.md's decoding process defines."""
+        if self.latent_codec == LatentCodec.DCT8:
+            return latent_transform.reconstruct(self.latent, self.q_scale, *self.latent_size)
         if self.latent_codec == LatentCodec.Q8:
             scale = np.asarray(self.q_scale, dtype=np.float32)[:, None, None]
             zero = np.asarray(self.q_zero_point, dtype=np.float32)[:, None, None]
@@ -236,5 +252,6 @@ class LostSceneStart:
 
 
 def lowest_minor_version(units: Iterable[Unit]) -> int:
-    """The lowest `version_minor` of a stream holding `units`: 1 if a keyframe is LAYERED, else 0."""
-    return max((minor_version_of(unit.coding) for unit in units if isinstance(unit, Keyframe)), default=0)
+    """The lowest `version_minor` of a stream holding `units` (`minor_version_of` its units)."""
+    return max((minor_version_of(unit.coding, getattr(unit, "latent_codec", None))
+                for unit in units if isinstance(unit, (Keyframe, SceneStart))), default=0)

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from . import latent_transform
 from .errors import InvalidDataError
 from .limits import (
     LATENT_DOWNSAMPLING,
@@ -104,7 +105,8 @@ def _utf8_length(text: str, name: str) -> int:
         raise InvalidDataError("bad_field", f"{name} is not encodable as UTF-8") from None
 
 
-_LATENT_DTYPES = {LatentCodec.F32: np.float32, LatentCodec.F16: np.float16, LatentCodec.Q8: np.uint8}
+_LATENT_DTYPES = {LatentCodec.F32: np.float32, LatentCodec.F16: np.float16, LatentCodec.Q8: np.uint8,
+                  LatentCodec.DCT8: np.int16}
 
 
 def check_header(h: SequenceHeader) -> None:
@@ -165,6 +167,32 @@ def _shown(value) -> str:
     return str(int(value)) if isinstance(value, int) else repr(value) if isinstance(value, str) else str(value)
 
 
+def _check_dct8(unit: SceneStart, header: SequenceHeader) -> None:
+    """A DCT8 latent: coefficients covering the header's latent in whole 8x8 blocks, one finite positive step per channel."""
+    channels, height, width = header.latent_shape
+    blocks = (channels, latent_transform.padded_size(height), latent_transform.padded_size(width))
+    _require(unit.latent.shape == blocks and tuple(unit.latent_size) == (height, width), "bad_field",
+             f"DCT8 coefficients {unit.latent.shape} of a {unit.latent_size} latent do not cover the header's "
+             f"{header.latent_shape} in 8x8 blocks")
+    _require(len(unit.q_scale) == channels, "bad_field", "a DCT8 latent needs one latent_step per channel")
+    for step in unit.q_scale:
+        _scale(step, "latent_step")
+
+
+def _check_stored_latent(unit: SceneStart, header: SequenceHeader) -> None:
+    """An F32, F16 or Q8 latent: the header's shape; finite values, or a scale and zero point per channel."""
+    _require(unit.latent.shape == header.latent_shape, "bad_field",
+             f"latent shape {unit.latent.shape} is not the header's {header.latent_shape}")
+    if unit.latent_codec == LatentCodec.Q8:
+        _require(len(unit.q_scale) == len(unit.q_zero_point) == header.latent_channels, "bad_field",
+                 "a q8 latent needs one scale and zero point per channel")
+        for scale in unit.q_scale:
+            _scale(scale, "latent scale")
+        _require(all(_is_u8(z) for z in unit.q_zero_point), "bad_field", "latent zero point outside 0..255")
+    else:
+        _require(bool(np.isfinite(unit.latent).all()), "bad_field", "the latent holds NaN or infinity")
+
+
 def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
     """Check one unit's field values; `header` is the stream's sequence header."""
     if isinstance(unit, SequenceHeader):
@@ -175,16 +203,10 @@ def check_unit(unit: Unit, header: SequenceHeader | None) -> None:
         _member(Coding, unit.coding, "coding")
         _require(unit.coding != Coding.LAYERED, "bad_field", "a scene start's coding is LAYERED (keyframes only)")
         _dtype(unit.latent, _LATENT_DTYPES[unit.latent_codec], "the latent")
-        _require(unit.latent.shape == header.latent_shape, "bad_field",
-                 f"latent shape {unit.latent.shape} is not the header's {header.latent_shape}")
-        if unit.latent_codec == LatentCodec.Q8:
-            _require(len(unit.q_scale) == len(unit.q_zero_point) == header.latent_channels, "bad_field",
-                     "a q8 latent needs one scale and zero point per channel")
-            for scale in unit.q_scale:
-                _scale(scale, "latent scale")
-            _require(all(_is_u8(z) for z in unit.q_zero_point), "bad_field", "latent zero point outside 0..255")
+        if unit.latent_codec == LatentCodec.DCT8:
+            _check_dct8(unit, header)
         else:
-            _require(bool(np.isfinite(unit.latent).all()), "bad_field", "the latent holds NaN or infinity")
+            _check_stored_latent(unit, header)
     elif isinstance(unit, SceneCut):
         _cap(unit.frame_index, 1, MAX_FRAME_INDEX - 1, "scene cut frame_index")
     elif isinstance(unit, Keyframe):

@@ -92,9 +92,12 @@ class StreamWriter:
         """Check and write one unit; return its size in bytes."""
         check_unit(unit, self._validator.header)
         coding = Coding(getattr(unit, "coding", Coding.RAW))        # check_unit knows it is a member
-        if minor_version_of(coding) > self.minor:
-            raise InvalidDataError("bad_field", f"coding {coding.name} needs a version 1.{minor_version_of(coding)} "
-                                                f"stream; this one is 1.{self.minor}")
+        latent_codec = getattr(unit, "latent_codec", None)
+        needed = minor_version_of(coding, latent_codec)
+        if needed > self.minor:
+            feature = f"latent_codec {latent_codec.name}" if latent_codec is not None else f"coding {coding.name}"
+            raise InvalidDataError("bad_field", f"{feature} needs a version 1.{needed} stream; this one is "
+                                                f"1.{self.minor}")
         # Serialize before the validator records the unit: a unit that fails to serialize
         # (e.g. a payload over the unit cap) must not leave a seek point behind.
         data = unit_bytes(unit)

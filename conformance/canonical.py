@@ -74,6 +74,20 @@ def stream_conditioning(stream: Stream) -> Iterator[np.ndarray]:
             previous = (keyframe.frame_index, (u_b, v_b))
 
 
+def latent_md5(streams: Iterable[Stream]) -> str:
+    """The tier-1 latent checksum of a file: md5 of every scene's first-frame latent L
+    (SPEC.md §5.2, §8.1) as little-endian binary32, row-major, scenes in file order.
+
+    §8.1 makes every L exact (Q8 one product, DCT8 integer arithmetic and one rounding),
+    so this is the bitstream layer's own `dequantized_latent`, compared bit for bit.
+    """
+    digest = hashlib.md5()
+    for stream in streams:
+        for scene in stream.scenes:
+            digest.update(scene.start.unit.dequantized_latent().astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
 def tier1_md5(streams: Iterable[Stream]) -> str:
     """The tier-1 checksum of a file: md5 of every frame's conditioning as little-endian binary16."""
     digest = hashlib.md5()

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..bitstream import InvalidDataError, read_streams
 from . import suite_dir
 from .assemble import assemble
-from .canonical import tier1_md5
+from .canonical import latent_md5, tier1_md5
 from .frames import FrameDecoder, frames_md5
 from .invalid import INVALID, InvalidCase, base_stream, base_units
 from .suite import (
@@ -48,7 +48,7 @@ def write_valid(case: ValidCase, folder: Path, decoder: FrameDecoder) -> int:
     header = streams[0].header
     expected = ValidExpectation(
         name=case.name, description=case.description, frames=len(frames), width=header.width,
-        height=header.height, tier1_md5=tier1_md5(streams), model=REFERENCE_MODEL,
+        height=header.height, tier1_md5=tier1_md5(streams), latent_md5=latent_md5(streams), model=REFERENCE_MODEL,
         model_hash=decoder.generator.identity().hex(), tier2_md5=frames_md5(frames),
         reference=f"{case.name}.rgb", min_psnr_db=MIN_PSNR_DB)
     (folder / f"{case.name}.pmt").write_bytes(data)

@@ -240,6 +240,17 @@ def _rank(parts: list[Part], position: int, rank: int, coding: Coding = _RAW) ->
     return parts
 
 
+#: Bytes of a DCT8 scene start of the base stream before its first band_wide: the head, 4 steps.
+_DCT8_BANDS = 6 + 4 * 4
+
+
+def _dct8(parts: list[Part]) -> list[Part]:
+    """The first scene's latent DCT8, entropy coded (a version 1.2 stream)."""
+    rng = np.random.RandomState(2001)
+    parts[START0] = seeded.scene_start(rng, parts[HEADER], 0, codec=LatentCodec.DCT8, coding=_ENTROPY)
+    return parts
+
+
 def _layered(parts: list[Part]) -> list[Part]:
     """Every keyframe LAYERED (a version 1.1 stream)."""
     for position in (KEY0, KEY2, KEY3, KEY5):
@@ -477,7 +488,8 @@ INVALID: tuple[InvalidCase, ...] = (
           _units(lambda p: _shift(p, START0, 1))),
     InvalidCase("FIRSTFRAME_C_1", "frame_order", "the second scene starts one frame after the one following the first",
           _units(lambda p: _shift(p, CUT3, 1))),
-    InvalidCase("LATENT_G_1", "bad_field", "latent_codec 3 (reserved)", _payload(START0, _poke(4, b"\x03"))),
+    InvalidCase("LATENT_G_1", "bad_field", "latent_codec 3 (DCT8, defined in version 1.2) in a version 1.0 stream",
+          _payload(START0, _poke(4, b"\x03"))),
     InvalidCase("LATENT_H_1", "bad_field", "a scene start's coding 2 (LAYERED, for keyframes only)",
           _payload(START0, _poke(5, b"\x02"))),
     InvalidCase("LATENT_I_1", "bad_field", "a q8 latent_scale of 0", _payload(START0, _poke(6, struct.pack("<f", 0.0)))),
@@ -486,6 +498,18 @@ INVALID: tuple[InvalidCase, ...] = (
     InvalidCase("LATENT_K_1", "bad_field", "a q8 latent_scale of NaN", _payload(START0, _poke(16, struct.pack("<f", _NAN)))),
     InvalidCase("LATENT_L_1", "bad_field", "an f32 latent value NaN", _units(_f32_latent_with_nan)),
     InvalidCase("LATENT_M_1", "bad_field", "an f16 latent value infinity", _units(_f16_latent_with_inf)),
+    InvalidCase("LATENT_Q_1", "bad_field", "version 1.2: latent_codec 4 (reserved)",
+          _units(lambda p: _edited(_dct8(p), START0, _poke(4, b"\x04")), minor=2)),
+    InvalidCase("LATENT_R_1", "bad_field", "version 1.2: a DCT8 band_wide of 2",
+          _units(lambda p: _edited(_dct8(p), START0, _poke(_DCT8_BANDS, b"\x02")), minor=2)),
+    InvalidCase("LATENT_S_1", "bad_field", "version 1.2: a DCT8 latent_step of 0",
+          _units(lambda p: _edited(_dct8(p), START0, _poke(6, struct.pack("<f", 0.0))), minor=2)),
+    InvalidCase("LATENT_T_1", "bad_field", "version 1.2: a DCT8 latent_step of infinity",
+          _units(lambda p: _edited(_dct8(p), START0, _poke(10, struct.pack("<f", _INF))), minor=2)),
+    InvalidCase("LATENT_U_1", "bad_payload_size", "version 1.2: a DCT8 latent's payload ends after its steps, "
+          "before the first band_wide", _units(lambda p: _edited(_dct8(p), START0, lambda b: b[:_DCT8_BANDS]), minor=2)),
+    InvalidCase("LATENT_V_1", "bad_field", "a DCT8 first-frame latent in a version 1.1 stream",
+          _units(lambda p: _dct8(_layered(p)), minor=1)),
     # §10 scene cut
     InvalidCase("SCENECUT_B_1", "bad_field", "a scene cut at frame 0", _field(CUT3, frame_index=0)),
     InvalidCase("SCENECUT_C_1", "frame_order", "a scene cut at frame 4 before a scene starting at 3",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bitstream import InvalidDataError, read_streams
-from .canonical import tier1_md5
+from .canonical import latent_md5, tier1_md5
 from .frames import FrameDecoder, frames_md5, psnr, read_reference
 from .suite import (
     InvalidExpectation,
@@ -74,11 +74,13 @@ class Verifier:
             return Verdict(expected.name, False, f"a valid stream refused: {err}")
         failures: list[str] = []
         passes: list[str] = []
-        got = tier1_md5(streams)
-        if got == expected.tier1_md5:
+        got, got_latent = tier1_md5(streams), latent_md5(streams)
+        if got == expected.tier1_md5 and got_latent == expected.latent_md5:
             passes.append("tier1")
-        else:
+        if got != expected.tier1_md5:
             failures.append(f"tier1: md5 {got}, expected {expected.tier1_md5}")
+        if got_latent != expected.latent_md5:
+            failures.append(f"tier1: latent_md5 {got_latent}, expected {expected.latent_md5}")
         model = self.model or expected.model
         if model != expected.model:
             passes.append(f"(tier2 skipped: the reference frames are for model {expected.model}, not {model})")

@@ -16,7 +16,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..bitstream import Coding, Keyframe, LatentCodec, SceneStart, SequenceHeader
+from ..bitstream import Coding, Keyframe, LatentCodec, SceneStart, SequenceHeader, latent_transform
 from ..process.profiles import TINY, GeneratorProfile
 
 SHAPES = ("laplace", "gaussian", "uniform")
@@ -77,6 +77,21 @@ def keyframe(rng: np.random.RandomState, header: SequenceHeader, frame_index: in
                     u_scale=u_scale, u_zero_point=u_zero, v_scale=v_scale, v_zero_point=v_zero)
 
 
+def _dct8_scene_start(rng: np.random.RandomState, shape: tuple[int, int, int], first_frame: int,
+                      coding: Coding) -> SceneStart:
+    """DCT8 coefficients drawn directly as integers: Laplace-shaped, spread falling with u + v
+    as a smooth latent's do, DC values of a few hundred (wide bands) and the rest narrow."""
+    channels, height, width = shape
+    padded = (channels, latent_transform.padded_size(height), latent_transform.padded_size(width))
+    tiles = (padded[1] // latent_transform.BLOCK, padded[2] // latent_transform.BLOCK)
+    spread = np.tile(40.0 / latent_transform.RAMP ** 1.5, tiles)
+    spread[::latent_transform.BLOCK, ::latent_transform.BLOCK] = 300.0
+    coefficients = np.clip(np.rint(rng.laplace(0.0, spread, size=padded)), latent_transform.COEFFICIENT_MIN,
+                           latent_transform.COEFFICIENT_MAX).astype(np.int16)
+    steps = tuple(f32(s) for s in rng.uniform(0.005, 0.02, size=channels))
+    return SceneStart(first_frame, LatentCodec.DCT8, coding, coefficients, steps, (), (height, width))
+
+
 def scene_start(rng: np.random.RandomState, header: SequenceHeader, first_frame: int, *,
                 codec: LatentCodec = LatentCodec.Q8, coding: Coding = Coding.ENTROPY) -> SceneStart:
     """A scene start with a random first-frame latent of unit spread (the tiny model's range)."""
@@ -86,6 +101,8 @@ def scene_start(rng: np.random.RandomState, header: SequenceHeader, first_frame:
         scales = tuple(f32(s) for s in rng.uniform(0.02, 0.04, size=shape[0]))
         zeros = tuple(int(z) for z in rng.randint(100, 156, size=shape[0]))
         return SceneStart(first_frame, codec, coding, codes, scales, zeros)
+    if codec == LatentCodec.DCT8:
+        return _dct8_scene_start(rng, shape, first_frame, coding)
     latent = rng.standard_normal(shape)
     dtype = np.float32 if codec == LatentCodec.F32 else np.float16
     return SceneStart(first_frame, codec, coding, latent.astype(dtype))

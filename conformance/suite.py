@@ -42,6 +42,7 @@ class ValidExpectation:
     width: int
     height: int
     tier1_md5: str
+    latent_md5: str              # tier 1's first-frame latents (SPEC.md B.3)
     model: str
     model_hash: str
     tier2_md5: str
@@ -53,7 +54,7 @@ class ValidExpectation:
         return json.dumps({
             "format": FORMAT, "name": self.name, "description": self.description,
             "frames": self.frames, "width": self.width, "height": self.height,
-            "tier1": {"md5": self.tier1_md5},
+            "tier1": {"md5": self.tier1_md5, "latent_md5": self.latent_md5},
             "tier2": {"model": self.model, "model_hash": self.model_hash, "md5": self.tier2_md5,
                       "reference": self.reference, "min_psnr_db": self.min_psnr_db},
         }, indent=2, ensure_ascii=False) + "\n"
@@ -66,7 +67,8 @@ class ValidExpectation:
                 raise SuiteError(f"format {data['format']!r}, not {FORMAT!r}")
             tier1, tier2 = data["tier1"], data["tier2"]
             return cls(str(data["name"]), str(data["description"]), int(data["frames"]), int(data["width"]),
-                       int(data["height"]), str(tier1["md5"]), str(tier2["model"]), str(tier2["model_hash"]),
+                       int(data["height"]), str(tier1["md5"]), str(tier1["latent_md5"]), str(tier2["model"]),
+                       str(tier2["model_hash"]),
                        str(tier2["md5"]), str(tier2["reference"]), float(tier2["min_psnr_db"]))
         except (ValueError, KeyError, TypeError) as err:
             raise SuiteError(f"malformed expectation: {err}") from None

@@ -3,7 +3,7 @@
 Every stream is for the tiny model (77 x 1024 conditioning, 4-channel latents at 1/8
 of a size rounded up to 16 pixels), small (1 x 1 to 80 x 48 pixels, a handful of
 frames except where the feature needs more) and written by `StreamWriter`, except
-VERSION_A_2, whose later-version payload fields the writer cannot produce. A stream's
+VERSION_A_3, whose later-version payload fields the writer cannot produce. A stream's
 random content comes from `numpy.random.RandomState(seed)` with the seed of its case.
 """
 from __future__ import annotations
@@ -153,12 +153,12 @@ def _concatenated() -> bytes:
 
 
 def _later_version() -> bytes:
-    """Version 1.2 (not yet defined): every payload but the end's carries bytes after the fields of version 1.1."""
+    """Version 1.3 (not yet defined): every payload but the end's carries bytes after the fields of version 1.2."""
     header, units = spec_units(StreamSpec(seed=1700, scenes=(SceneSpec(gaps=(2,)), SceneSpec(gaps=(1,), cut=True))))
     rng = np.random.RandomState(1701)
     parts = [Framed(frame(unit, extra=rng.randint(0, 256, size=1 + n % 4, dtype=np.uint8).tobytes()), unit)
              for n, unit in enumerate([header, *units])]
-    return assemble(parts, minor=2, index_extra=b"\x00" * 5)
+    return assemble(parts, minor=3, index_extra=b"\x00" * 5)
 
 
 def _segmented_path() -> bytes:
@@ -191,6 +191,7 @@ def _keyframe_parameters() -> bytes:
 # ---------------------------------------------------------------- the catalogue
 
 _RAW, _ENTROPY, _LAYERED = Coding.RAW, Coding.ENTROPY, Coding.LAYERED
+_DCT8 = LatentCodec.DCT8
 _SD_TURBO_CONSTANTS = {"timestep": SD_TURBO.timestep, "alpha_bar": f32(SD_TURBO.schedule.alpha_bar(SD_TURBO.timestep)),
                        "prev_weight": f32(SD_TURBO.prev_weight), "noise_weight": f32(SD_TURBO.noise_weight)}
 
@@ -282,6 +283,16 @@ VALID: tuple[ValidCase, ...] = (
                   SceneSpec(gaps=(3,), rank=6, codings=(_LAYERED,), kind="laplace", cut=True))),
     ValidCase("SEGMENT_A_1", "Annex D: a path through two renditions (ranks 2 and 5) cut into 4-frame segments, "
               "switching at every boundary; no index", _segmented_path),
-    ValidCase("VERSION_A_2", "version 1.2: payloads carry bytes after their 1.1 fields, which a 1.1 decoder "
+    _case("LATENT_N_1", "version 1.2: DCT8 first-frame latent, entropy-coded bands; 32 x 32, so the 4 x 4 latent "
+          "is one 8 x 8 block, cropped", 1410, scenes=(SceneSpec(gaps=(3,), codec=_DCT8, latent_coding=_ENTROPY),)),
+    _case("LATENT_O_1", "version 1.2: DCT8 first-frame latent, raw bands; 80 x 48 coded at 128 x 64: a 16 x 8 "
+          "latent, two blocks", 1420, width=80, height=48, header={"size_multiple": 64},
+          scenes=(SceneSpec(gaps=(2,), codec=_DCT8, latent_coding=_RAW),)),
+    _case("LATENT_P_1", "version 1.2: a q8 scene, a DCT8 refresh, then a DCT8 scene after a cut and an f16 refresh "
+          "(the codec may change at every scene start)", 1430,
+          scenes=(SceneSpec(gaps=(2,)), SceneSpec(gaps=(2,), codec=_DCT8),
+                  SceneSpec(gaps=(1,), codec=_DCT8, cut=True, rank=6),
+                  SceneSpec(gaps=(2,), codec=LatentCodec.F16, latent_coding=_RAW))),
+    ValidCase("VERSION_A_3", "version 1.3: payloads carry bytes after their 1.2 fields, which a 1.2 decoder "
               "ignores", _later_version),
 )

@@ -116,7 +116,7 @@ def test_round_trip_every_unit_type(codec, coding, rank):
     assert [item.unit_type for item in got if isinstance(item.unit, UnknownUnit)] == [100]
     scene = next(item.unit for item in got if isinstance(item.unit, SceneStart))
     assert scene.latent.dtype == {LatentCodec.F32: np.float32, LatentCodec.F16: np.float16,
-                                  LatentCodec.Q8: np.uint8}[codec]
+                                  LatentCodec.Q8: np.uint8, LatentCodec.DCT8: np.int16}[codec]
     assert all(item.unit.rank == rank for item in got if isinstance(item.unit, Keyframe))
     assert got[-1].unit == EndOfStream(5 + 3, got[-2].stream_offset)
 

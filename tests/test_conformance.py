@@ -95,7 +95,7 @@ def copy_stream(name: str, folder: Path) -> Path:
 def test_the_suite_has_every_stream_of_the_catalogue():
     assert [p.stem for p in VALID_STREAMS] == sorted(case.name for case in VALID)
     assert [p.stem for p in INVALID_STREAMS] == sorted(case.name for case in INVALID)
-    assert len(VALID_STREAMS) == 46 and len(INVALID_STREAMS) == 151
+    assert len(VALID_STREAMS) == 49 and len(INVALID_STREAMS) == 157
     names = [p.stem for p in (*VALID_STREAMS, *INVALID_STREAMS)]
     assert len(set(names)) == len(names)
     assert all(NAME.match(name) for name in names), [n for n in names if not NAME.match(n)]
@@ -118,7 +118,7 @@ def test_manifest_lists_every_file_with_its_sha256():
         digest, path = line.split("  ")
         listed[path] = digest
     files = [p for p in SUITE.rglob("*") if p.is_file() and p.name != MANIFEST]
-    assert len(listed) == len(files) == 3 * 46 + 2 * 151
+    assert len(listed) == len(files) == 3 * 49 + 2 * 157
     for path in files:
         assert listed[path.relative_to(SUITE).as_posix()] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -194,7 +194,7 @@ def test_valid_streams_cover_every_unit_field_and_path():
     assert {1, 77} <= ranks and max(ranks) == 77
     assert models == {0, 1, 2}                    # STORED, LAPLACE and GAUSSIAN factor blocks
     assert predictions == set(PredictionType)
-    assert minors == {0, 1, 2}                    # 1.0, 1.1 (LAYERED) and a later version
+    assert minors == {0, 1, 2, 3}                 # 1.0, 1.1 (LAYERED), 1.2 (DCT8) and a later version
     assert {1, 256} <= intervals and len(intervals) >= 6
     assert padded and concatenated and no_index and unknown_count
 
@@ -230,7 +230,7 @@ def test_canonical_conditioning_is_the_decoders_up_to_rounding(stream):
 
 
 def test_runner_passes_every_valid_stream_at_both_tiers(report):
-    assert report["summary"] == "197 passed, 0 failed"
+    assert report["summary"] == "206 passed, 0 failed"
     for path in VALID_STREAMS:
         assert_tier2_pass(report[path.stem], path.stem)
 
@@ -352,12 +352,12 @@ def test_regeneration_is_byte_identical(tmp_path):
     """Every stream, `.res` and tier-1 expectation byte for byte; the tier-2 reference frames
     (decoded on one CPU thread in fp32) within Annex B's threshold, since fp32 kernels
     differ between processors, and each expectation's tier-2 md5 is its regenerated frames'."""
-    assert generate(tmp_path) == (46, 151)
+    assert generate(tmp_path) == (49, 157)
     made = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     committed = {p.relative_to(SUITE).as_posix(): p.read_bytes() for p in SUITE.rglob("*") if p.is_file()}
     assert made.keys() == committed.keys()
     exact = [name for name in made if name.endswith((".pmt", ".res"))]
-    assert len(exact) == 46 + 2 * 151 and [n for n in exact if made[n] != committed[n]] == []
+    assert len(exact) == 49 + 2 * 157 and [n for n in exact if made[n] != committed[n]] == []
     listed = {path: digest for digest, path in (line.split("  ") for line in made["SHA256SUMS"].decode().splitlines())}
     assert listed == {n: hashlib.sha256(data).hexdigest() for n, data in made.items() if n != "SHA256SUMS"}
     for name in (n for n in made if n.endswith(".json")):

@@ -42,6 +42,7 @@ from libpromptus.bitstream import (
     read_streams,
     read_units,
 )
+from libpromptus.bitstream import latent_transform
 from libpromptus.bitstream.limits import (
     LATENT_DOWNSAMPLING,
     MAX_FPS_TERM,
@@ -90,6 +91,10 @@ def _scene_start(draw, header: SequenceHeader, first: int) -> SceneStart:
         scales = tuple(draw(st.lists(_POSITIVE_F32, min_size=shape[0], max_size=shape[0])))
         zeros = tuple(draw(st.lists(_U8, min_size=shape[0], max_size=shape[0])))
         return SceneStart(first, codec, coding, draw(hnp.arrays(np.uint8, shape)), scales, zeros)
+    if codec == LatentCodec.DCT8:
+        steps = tuple(draw(st.lists(_POSITIVE_F32, min_size=shape[0], max_size=shape[0])))
+        blocks = (shape[0], latent_transform.padded_size(shape[1]), latent_transform.padded_size(shape[2]))
+        return SceneStart(first, codec, coding, draw(hnp.arrays(np.int16, blocks)), steps, (), shape[1:])
     dtype, width = (np.float32, 32) if codec == LatentCodec.F32 else (np.float16, 16)
     values = st.floats(allow_nan=False, allow_infinity=False, width=width)
     return SceneStart(first, codec, coding, draw(hnp.arrays(dtype, shape, elements=values)))
