@@ -16,6 +16,8 @@ from fractions import Fraction
 from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..encoder.promptus_dir import import_promptus_dir
+from ..encoder.rdo import LOOKAHEAD
+from ..process.quantization import DEFAULT_LATENT_STEP
 from ..io import network
 from ..io.pipes import is_stdin, is_stdout
 from .common import (
@@ -71,11 +73,23 @@ def _parser() -> ArgumentParser:
     coding.add_argument("-b:v", dest="bitrate", default=None, help="target bitrate, e.g. 225k: picks rank and -g")
     coding.add_argument("--rank", default=None, help="factor rank (default 8, or the rate control's)")
     coding.add_argument("-g", dest="interval", default=None, help="keyframe interval (default 10)")
+    coding.add_argument("--decisions", choices=("trial", "formula"), default="trial",
+                        help="with -b:v: choose rank, interval and refresh scenes by rate-distortion trial encodes "
+                             "of the first frames (trial, default) or by the byte model alone (formula)")
+    coding.add_argument("--keyframes", choices=("adaptive", "uniform"), default="adaptive",
+                        help="with -b:v trials: place keyframes by how much the frames change, when the trials "
+                             "measure it better (adaptive, default), or every -g frames (uniform)")
+    coding.add_argument("-rc-lookahead", dest="lookahead", type=int, default=LOOKAHEAD,
+                        help=f"frames the trials encode (default {LOOKAHEAD})")
     coding.add_argument("--scene-threshold", default="0.3",
                         help="normalised latent distance that starts a new scene (0 for equal frames, about 2 for "
                              "unrelated ones; default 0.3), or off")
     coding.add_argument("--latent-codec", choices=[c.name.lower() for c in LatentCodec], default=None,
-                        help="first-frame latent: q8 (default for video), f16, f32 (default for prompt dirs)")
+                        help="first-frame latent: dct8 (transform coded, default for video), q8, f16, f32 "
+                             "(default for prompt dirs)")
+    coding.add_argument("--latent-step", type=float, default=DEFAULT_LATENT_STEP,
+                        help=f"dct8 quantizer step, times each latent channel's standard deviation (default "
+                             f"{DEFAULT_LATENT_STEP:g}; smaller: larger and more exact)")
     coding.add_argument("--coding", choices=[c.name.lower() for c in Coding], default="entropy",
                         help="8-bit symbols entropy coded (default) or stored raw")
     fitting = parser.add_argument_group("fitting")
@@ -196,7 +210,9 @@ def _encode_video(args) -> int:
     threshold = None if args.scene_threshold == "off" else float(args.scene_threshold)
     rate = Fraction(*parse_rate(args.rate)) if args.rate else None
     options = dict(model=args.model, **({} if dash else renditions[0]), first_iterations=first, iterations=iterations,
-                   scene_threshold=threshold, latent_codec=args.latent_codec or "q8", coding=args.coding,
+                   scene_threshold=threshold, latent_codec=args.latent_codec or "dct8",
+                   latent_step=args.latent_step, coding=args.coding, decisions=args.decisions,
+                   keyframes=args.keyframes, lookahead=args.lookahead,
                    perceptual=args.perceptual, alpha=args.alpha, warm_start=args.warm_start,
                    temporal_beta=args.temporal_beta, patience=args.patience, seed=args.seed, scalable=args.scalable,
                    device=args.device, precision=args.precision,

@@ -33,6 +33,7 @@ from .dash.abr import Rule, parse_rule
 from .dash.client import DashReader, SegmentRecord, is_manifest_url
 from .decoder.decoder import Decoder, read_arriving, read_input
 from .encoder import job, segments
+from .encoder.encoder import check_frame
 from .encoder.job import INPUT_OPTIONS, EncodeOptions, EncodeResult, EncoderSetup
 from .engines import DEFAULT_BATCH
 from .io import network
@@ -198,7 +199,10 @@ class OutputContainer:
     is written to a private temporary and renamed into place by `close()`; leaving the
     `with` block by an exception removes it, so no partial file is left. `options` are
     `encode`'s coding options (`EncodeOptions`: model, bitrate, rank, interval, iterations,
-    …); with `frame_count` unknown, -b:v is spent per frame as frames come.
+    …); with `frame_count` unknown, -b:v is spent per frame as frames come. With a bitrate
+    and the rate-distortion trials on (`decisions="trial"`, the default), the first
+    `lookahead` frames are held until the trials have decided (`encoder.rdo`): nothing is
+    written before, and `rank` and `interval` are the decided ones from then on.
     """
 
     def __init__(self, target: str | os.PathLike | BinaryIO, *, width: int, height: int, rate: Fraction | int | str,
@@ -220,17 +224,36 @@ class OutputContainer:
         else:
             self._sink = target
         self.header = setup.header
+        self._setup = setup
+        self._window: list[np.ndarray] | None = [] if setup.trials_decide else None
+        self._encoder = None if self._window is not None else setup.open(self._sink)
         self.rank, self.interval = setup.rank, setup.interval
-        self._encoder = setup.open(self._sink)
         self.summary: EncodeSummary | None = None
+
+    def _start(self) -> None:
+        """Decide on the held window, open the stream and push the window into it."""
+        window, self._window = self._window, None
+        self._setup.decide(window)
+        self.rank, self.interval = self._setup.rank, self._setup.interval
+        self._encoder = self._setup.open(self._sink)
+        for frame in window:
+            self._encoder.push(frame)
 
     def encode(self, frame: np.ndarray) -> None:
         """Add the next frame (numpy uint8 [height, width, 3]); units are written as keyframes are fitted."""
-        self._encoder.push(frame)
+        if self._window is None:
+            self._encoder.push(frame)
+            return
+        check_frame(self.header, frame, len(self._window))
+        self._window.append(frame)
+        if len(self._window) >= self._setup.options.lookahead:
+            self._start()
 
     def close(self) -> EncodeSummary:
         """Fit the last keyframe, write the index and end-of-stream unit, and publish a file output."""
         if self.summary is None:
+            if self._window is not None:
+                self._start()
             self.summary = self._encoder.finish()
             if self._temporary is not None:
                 self._sink.close()

@@ -14,8 +14,9 @@ RATE = 30
 
 
 def quick(**changes) -> dict:
-    """Options of a fast encode with the tiny model (no fitting unless asked)."""
-    options = {"model": "tiny", "iterations": 0, "first_iterations": 0, "perceptual": "none"}
+    """Options of a fast encode with the tiny model (no fitting and, with a bitrate, the byte
+    model's decisions instead of trial encodes, unless asked; tests/test_rdo.py has the trials)."""
+    options = {"model": "tiny", "iterations": 0, "first_iterations": 0, "perceptual": "none", "decisions": "formula"}
     options.update(changes)
     return options
 

@@ -84,6 +84,30 @@ def test_write_mode_writes_the_bytes_encode_writes(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_write_mode_decides_by_trials_as_encode_does(tmp_path):
+    """With -b:v the trials hold the first frames back: nothing is written until they have
+    decided, and the file is the one `encode` writes from the same frames."""
+    source = tmp_path / "clip.y4m"
+    write_sample(str(source), 6, 32, 32)
+    options = {**{k: v for k, v in FAST.items() if k not in ("rank", "interval")}, "bitrate": 150_000, "lookahead": 4}
+    expected = pmt.encode(str(source), str(tmp_path / "encoded.pmt"), **options)
+    with open_video(str(source)) as reader:
+        frames = list(reader.frames())
+    sink = io.BytesIO()
+    with pmt.open(sink, "w", width=32, height=32, rate=30, frame_count=6, **options) as output:
+        for number, frame in enumerate(frames[:3]):
+            output.encode(frame)
+            assert sink.getvalue() == b"", number                  # held for the trials
+        for frame in frames[3:]:
+            output.encode(frame)
+    assert sink.getvalue() == (tmp_path / "encoded.pmt").read_bytes()
+    assert (output.rank, output.interval) == (expected.rank, expected.interval)
+    with pytest.raises(ValueError, match="frame 1 is \\(16, 16, 3\\) uint8, not \\(32, 32, 3\\)"):
+        with pmt.open(io.BytesIO(), "w", width=32, height=32, rate=30, **options) as output:
+            output.encode(frames[0])
+            output.encode(np.zeros((16, 16, 3), np.uint8))     # refused at once, not when the window is full
+
+
 def test_write_mode_leaves_no_file_when_the_block_fails(tmp_path):
     target = tmp_path / "broken.pmt"
     with pytest.raises(ValueError, match="not \\(32, 32, 3\\)"):

@@ -240,7 +240,7 @@ def test_rate_control_does_not_overshoot_a_high_target(workdir, three_seconds):
 
 
 def test_a_target_below_the_first_frame_latent_is_warned_about(workdir, three_seconds, caplog):
-    """30 frames of 32x32 cost about 3.6 kbit/s before any keyframe (header, q8 latent, end):
+    """30 frames of 32x32 cost about 3.3 kbit/s before any keyframe (header, dct8 latent, end):
     a lower -b:v cannot be met, and the encoder says so instead of silently missing it.
     The file itself confirms it: its bytes other than keyframes exceed 2 kbit/s.
     The -b:v is quoted as it is written (-b:v 1, not "0.0k")."""
@@ -254,7 +254,7 @@ def test_a_target_below_the_first_frame_latent_is_warned_about(workdir, three_se
         assert (unavoidable_bps > target) == (written is not None), unavoidable_bps
         floor = [r.getMessage() for r in caplog.records if "before any keyframe" in r.getMessage()]
         assert floor == ([f"-b:v {written} is below what 30 frames cost before any keyframe (the first-frame latent "
-                          "and headers alone: 3.6 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
+                          "and headers alone: 3.3 kbit/s), so the file will exceed it; a longer clip or a smaller -s "
                           "lowers that floor"] if written else [])
 
 

@@ -104,8 +104,8 @@ def runs(tmp_path_factory):
         {"clip.y4m": clips / "wide.y4m"}
     runs = Runs(workdir)
     # The longest run first.
-    runs.submit("bitrate", long, lambda d: pmtenc("--model", "tiny", "-i", "clip.y4m", "-b:v", "100k", "--iterations", 1,
-                                                  "out.pmt", cwd=d))
+    runs.submit("bitrate", long, lambda d: pmtenc("--model", "tiny", "-i", "clip.y4m", "-b:v", "100k", "--decisions",
+                                                  "formula", "--iterations", 1, "out.pmt", cwd=d))
 
     def missing_model(d: Path):
         env = empty_model_places(d / "env")
@@ -307,7 +307,7 @@ def test_start_and_duration_reach_the_encoder(runs):
 
     from libpromptus.io.video_input import open_video
     from libpromptus.models import load_latent_encoder
-    from libpromptus.process.quantization import quantize_u8
+    from libpromptus.process.quantization import scene_start
 
     with open_video(str(directory / "clip.y4m")) as reader:
         frames = list(reader.frames())
@@ -315,9 +315,10 @@ def test_start_and_duration_reach_the_encoder(runs):
     start = next(u.unit for u in read_units(directory / "out.pmt") if isinstance(u.unit, SceneStart))
 
     def codes(frame: np.ndarray) -> np.ndarray:
+        """The DCT8 coefficients (pmtenc's default latent codec) of a frame's latent."""
         with torch.no_grad():
             latent = encoder.encode(torch.from_numpy(frame)[None])[0].numpy()
-        return np.stack([quantize_u8(channel)[0] for channel in latent])
+        return scene_start(0, latent, start.latent_codec, start.coding).latent
 
     assert np.array_equal(start.latent, codes(frames[15]))
     assert not np.array_equal(start.latent, codes(frames[14]))

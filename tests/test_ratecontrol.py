@@ -16,16 +16,17 @@ HEADER = TINY.sequence_header(width=32, height=32, fps_num=30, fps_den=1, frame_
 
 def test_fixed_bytes_and_floor():
     control = RateController(100_000, HEADER, frames=90)
-    # prefix 10 + header 100 + metadata 200 + latent 64·7/8 + 64 + closing 18 + margin 8
-    assert control.fixed_bytes == 456
-    assert control.floor_bps() == 456 * 8 * 30 / 90
-    assert RateController(100_000, HEADER, frames=90, latent_codec="f32").fixed_bytes == 456 - 56 + 256
+    # prefix 10 + header 100 + metadata 200 + latent 64·2/8 (dct8, the default) + 64 + closing 18 + margin 8
+    assert control.fixed_bytes == 416
+    assert control.floor_bps() == 416 * 8 * 30 / 90
+    assert RateController(100_000, HEADER, frames=90, latent_codec="q8").fixed_bytes == 416 - 16 + 56
+    assert RateController(100_000, HEADER, frames=90, latent_codec="f32").fixed_bytes == 416 - 16 + 256
 
 
 def test_an_unknown_length_plans_for_ten_seconds():
     control = RateController(100_000, HEADER, frames=None)
     assert control.planned_frames == 300
-    assert control.choose() == choose(100_000, frames=300, rate=30.0, fixed_bytes=456, cond_tokens=77, cond_dim=1024)
+    assert control.choose() == choose(100_000, frames=300, rate=30.0, fixed_bytes=416, cond_tokens=77, cond_dim=1024)
 
 
 def test_the_floor_warning_quotes_the_bitrate_as_written(caplog):
@@ -34,7 +35,7 @@ def test_the_floor_warning_quotes_the_bitrate_as_written(caplog):
         RateController(2_000, HEADER, frames=90).warn_if_below_floor()
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith("-b:v 1k is below what 90 frames cost before any keyframe")
-    assert "1.2 kbit/s" in caplog.records[0].getMessage()
+    assert "1.1 kbit/s" in caplog.records[0].getMessage()      # 416 bytes over 3 s
 
 
 @pytest.mark.parametrize("bitrate, frames, expected", [

@@ -140,7 +140,8 @@ def test_pmtenc_scalable_writes_a_stream_whose_cut_rungs_decode(tmp_path):
     assert subprocess.run(run, capture_output=True, timeout=300).returncode == 0
     top = read_streams(tmp_path / "top.pmt")[0]
     assert dict(top.metadata)["settings"].endswith(" scalable")
-    assert top.minor == 1 and {k.unit.coding for s in top.scenes for k in s.keyframes} == {Coding.LAYERED}
+    # version 1.2 for the default DCT8 latent; LAYERED keyframes are allowed from 1.1 on
+    assert top.minor == 2 and {k.unit.coding for s in top.scenes for k in s.keyframes} == {Coding.LAYERED}
     with (tmp_path / "one.pmt").open("wb") as sink:
         truncate_rank(tmp_path / "top.pmt", sink, 1)
     decoded = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtdec", "-loglevel", "error", "-i",

@@ -79,8 +79,9 @@ def test_fitting_gains_at_least_3_db_on_a_held_out_clip(tmp_path):
     source, _ = random_clip(train_tiny.HELD_OUT_SEED + 100, 12, 64, 64)
     clip = tmp_path / "clip.y4m"
     write_y4m(str(clip), source)
-    fitted = encode(str(clip), str(tmp_path / "fitted.pmt"), model="tiny", bitrate=100_000)
-    unfitted = encode(str(clip), str(tmp_path / "unfitted.pmt"), model="tiny", bitrate=100_000,
+    # the byte model's rank and interval for both: trials would measure the two budgets apart
+    fitted = encode(str(clip), str(tmp_path / "fitted.pmt"), model="tiny", bitrate=100_000, decisions="formula")
+    unfitted = encode(str(clip), str(tmp_path / "unfitted.pmt"), model="tiny", bitrate=100_000, decisions="formula",
                       iterations=0, first_iterations=0)
     assert (fitted.rank, fitted.interval) == (unfitted.rank, unfitted.interval)
     gain = _decoded_psnr(tmp_path / "fitted.pmt", source) - _decoded_psnr(tmp_path / "unfitted.pmt", source)

@@ -30,7 +30,7 @@ from ..engines import DEFAULT_BATCH, Engine
 from ..process.noise import noise_tensor
 from ..process.prompts import closed_interval, compose, keyframe_factors
 from ..process.quality import psnr
-from ..process.quantization import quantize_u8, scene_start
+from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
 from .ratecontrol import RateController
@@ -48,7 +48,8 @@ class EncoderSettings:
     alpha: float = 0.8                       # MSE weight; 1 - alpha goes to the perceptual term
     prompt_weight: float = 0.1               # weight of mean(|c|)
     scene_threshold: float | None = 0.3      # normalised latent distance that starts a scene; None: off
-    latent_codec: LatentCodec = LatentCodec.Q8
+    latent_codec: LatentCodec = LatentCodec.DCT8
+    latent_step: float = DEFAULT_LATENT_STEP  # DCT8: the step, times each latent channel's standard deviation
     coding: Coding = Coding.ENTROPY
     warm_start: bool = False                 # start each keyframe from the previous one's factors
     patience: int | None = None              # stop a keyframe after this many iterations without improvement
@@ -56,6 +57,7 @@ class EncoderSettings:
     seed: int = 0
     batch: int = DEFAULT_BATCH               # frames per engine call, as the decoder will generate them
     scalable: bool = False                   # nested dropout: every rank prefix of a keyframe is a rung
+    refresh: bool = False                    # every interval a scene of its own: a refresh scene start after each
 
     @property
     def keyframe_coding(self) -> Coding:
@@ -94,6 +96,12 @@ def pad_to(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
 
 
+def check_frame(header: SequenceHeader, frame: np.ndarray, index: int) -> None:
+    """Refuse a frame that is not uint8 [height, width, 3] of the stream's size."""
+    if frame.shape != (header.height, header.width, 3) or frame.dtype != np.uint8:
+        raise ValueError(f"frame {index} is {frame.shape} {frame.dtype}, not ({header.height}, {header.width}, 3)")
+
+
 def scene_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Scale-free latent distance of two frames: 0 for equal latents, about 2 for unrelated ones."""
     spread = 0.5 * (float(a.var()) + float(b.var())) + 1e-8
@@ -105,12 +113,14 @@ class Encoder:
 
     `engine` comes from `engines.create_engine` (one whose `forward` is differentiable:
     the fitting runs through it); `rate_control`, when given, adapts the keyframe interval
-    after every keyframe to hit its bitrate.
+    after every keyframe to hit its bitrate; `placement`, when given, turns that interval
+    (or -g) into the next keyframe's distance from where the content needs it
+    (`rdo.AdaptivePlacement`).
     """
 
     def __init__(self, writer: StreamWriter, engine: Engine, latent_encoder, perceptual: PerceptualLoss,
                  settings: EncoderSettings, *, rate_control: RateController | None = None,
-                 stats: TextIO | None = None,
+                 stats: TextIO | None = None, placement: Callable[[int, int], int] | None = None,
                  on_iteration: Callable[[int, int, float], None] | None = None,
                  on_keyframe: Callable[[KeyframeReport], None] | None = None,
                  on_checkpoint: Callable[[dict, dict[str, np.ndarray]], None] | None = None) -> None:
@@ -125,6 +135,8 @@ class Encoder:
         self._on_iteration = on_iteration
         self._on_keyframe = on_keyframe
         self._on_checkpoint = on_checkpoint
+        self._placement = placement
+        self._refresh_due = False                     # the next frame starts a refresh scene
         self._anchor: torch.Tensor | None = None     # keyframe a's conditioning, for the temporal term
         self._device = engine.device
         self._noise = torch.from_numpy(noise_tensor(self.header)).to(self._device)
@@ -133,10 +145,12 @@ class Encoder:
         self._pending: list[np.ndarray] = []          # frames after the last keyframe
         self._last_pending = -1                       # display index of the last pending frame
         self._previous_key: tuple[int, Keyframe] | None = None
+        self._scene_start_bytes = 0                   # the last scene start unit's size
         self._previous_latent: torch.Tensor | None = None   # P, the generated latent of the last keyframe
         self._last_scene_latent: torch.Tensor | None = None
         self._next_frame = 0
         self._interval = settings.interval
+        self._nominal_interval = settings.interval    # before placement: -g or the rate control's
         self._fit_settings_first = FitSettings(settings.first_iterations, settings.learning_rate, 300,
                                                patience=settings.patience, nested=settings.scalable)
         self._fit_settings = FitSettings(settings.iterations, settings.learning_rate, 20, patience=settings.patience,
@@ -151,9 +165,7 @@ class Encoder:
 
     def push(self, frame: np.ndarray) -> None:
         """Add the next source frame (uint8 [height, width, 3])."""
-        h = self.header
-        if frame.shape != (h.height, h.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame {self._next_frame} is {frame.shape} {frame.dtype}, not ({h.height}, {h.width}, 3)")
+        check_frame(self.header, frame, self._next_frame)
         index = self._next_frame
         self._next_frame += 1
         latent = self._encode_latent(frame)
@@ -165,6 +177,9 @@ class Encoder:
             if self._pending:
                 self._close_interval()
             self._start_scene(index, frame, latent, cut=True)
+            return
+        if self._refresh_due:
+            self._start_scene(index, frame, latent, cut=False)
             return
         self._last_scene_latent = latent
         self._pending.append(frame)
@@ -188,10 +203,12 @@ class Encoder:
         return self._latent_encoder.encode(padded)[0].cpu()
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
-        unit = scene_start(index, latent.numpy(), self.settings.latent_codec, self.settings.coding)
+        unit = scene_start(index, latent.numpy(), self.settings.latent_codec, self.settings.coding,
+                           latent_step=self.settings.latent_step)
         if cut:
             self._writer.write(SceneCut(index))
-        self._writer.write(unit)
+        self._scene_start_bytes = self._writer.write(unit)
+        self._refresh_due = False
         self.summary.scenes += 1
         self._last_scene_latent = latent
         self._previous_latent = torch.from_numpy(unit.dequantized_latent()[None]).to(self._device)
@@ -259,10 +276,15 @@ class Encoder:
         if self._on_keyframe is not None:
             self._on_keyframe(report_entry)
         self._pending = []
+        self._refresh_due = self.settings.refresh and start is not None
         if self._rate_control is not None:
-            self._interval = self._rate_control.next_interval(
+            # with refresh, each interval also pays for the scene start after it and that scene's first keyframe
+            extra = self._scene_start_bytes + size if self.settings.refresh else 0
+            self._nominal_interval = self._rate_control.next_interval(
                 size, end + 1, bytes_written=self._writer.size, keyframes=len(self.summary.keyframes),
-                scenes=self.summary.scenes)
+                scenes=self.summary.scenes, extra_per_interval=extra)
+        self._interval = self._nominal_interval if self._placement is None else \
+            self._placement(end + 1, self._nominal_interval)
         if self._on_checkpoint is not None:
             self._on_checkpoint(*self.checkpoint())
 
@@ -281,6 +303,9 @@ class Encoder:
             # being pushed, and a resume must push that frame again
             "next_frame": self._previous_key[0] + 1,
             "interval": self._interval,
+            "nominal_interval": self._nominal_interval,
+            "refresh_due": self._refresh_due,
+            "scene_start_bytes": self._scene_start_bytes,
             "scenes": self.summary.scenes,
             "keyframes": [vars(k) for k in self.summary.keyframes],
         }
@@ -299,6 +324,9 @@ class Encoder:
         self._next_frame = state["next_frame"]
         self._last_pending = self._next_frame - 1
         self._interval = state["interval"]
+        self._nominal_interval = state["nominal_interval"]
+        self._refresh_due = state["refresh_due"]
+        self._scene_start_bytes = state["scene_start_bytes"]
         self.summary.scenes = state["scenes"]
         self.summary.keyframes = [KeyframeReport(**k) for k in state["keyframes"]]
         self._previous_key = (keyframes[-1].frame_index, keyframes[-1])

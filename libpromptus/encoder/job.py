@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -34,8 +35,11 @@ from ..bitstream.limits import MAX_KEYFRAME_INTERVAL, MAX_RANK
 from ..errors import CheckpointError
 from ..io.files import WorkDirectory, publish
 from .checkpoint import Checkpoint
-from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport
+from ..process.quantization import DEFAULT_LATENT_STEP
+from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport, stats_psnr
+from . import rdo
 from .ratecontrol import OFFICIAL_INTERVAL, OFFICIAL_RANK, RateController
+from .rdo import LOOKAHEAD, Decision
 
 log = logging.getLogger("libpromptus")
 
@@ -56,7 +60,8 @@ class EncodeOptions:
     first_iterations: int | None = None    # default: the model profile's (official 10,000 for sd-turbo)
     iterations: int | None = None          # default: the model profile's (official 1,500 for sd-turbo)
     scene_threshold: float | None = 0.3    # None: no scene detection
-    latent_codec: str = "q8"
+    latent_codec: str = "dct8"
+    latent_step: float = DEFAULT_LATENT_STEP  # DCT8 step, times each latent channel's standard deviation
     coding: str = "entropy"
     perceptual: str = "auto"
     alpha: float = 0.8
@@ -64,6 +69,9 @@ class EncodeOptions:
     temporal_beta: float | None = None     # the paper's temporal smoothing (beta 0.2 there); None: off
     patience: int | None = None            # early stopping: iterations without improvement; None: off
     scalable: bool = False                 # nested dropout: every rank prefix of a keyframe is a usable rung
+    decisions: str = "trial"               # with -b:v: "trial" (rate-distortion trials, encoder.rdo) or "formula"
+    keyframes: str = "adaptive"            # "adaptive" (by content, when the trials measure it better) or "uniform"
+    lookahead: int = LOOKAHEAD             # frames the trials encode (-rc-lookahead)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"                # auto: bf16 on CUDA, fp32 on the CPU
@@ -120,18 +128,55 @@ class EncoderSetup:
         self.rate_control = None if opts.bitrate is None else RateController(
             opts.bitrate, self.header, frames=frame_count, latent_codec=opts.latent_codec)
         self.rank, self.interval = self._rank_and_interval()
+        self.precision = _fitting_precision(opts)
         self.engine = create_engine(FITTING_ENGINE, generator, self.header, device=opts.device,
-                                    precision=_fitting_precision(opts))
+                                    precision=self.precision)
         self.latent_encoder.module.to(self.engine.device)
         self.settings = EncoderSettings(
             rank=self.rank, interval=self.interval,
             first_iterations=profile.first_iterations if opts.first_iterations is None else opts.first_iterations,
             iterations=profile.iterations if opts.iterations is None else opts.iterations,
             alpha=opts.alpha, scene_threshold=opts.scene_threshold,
-            latent_codec=LatentCodec[opts.latent_codec.upper()], coding=Coding[opts.coding.upper()],
+            latent_codec=LatentCodec[opts.latent_codec.upper()], latent_step=opts.latent_step,
+            coding=Coding[opts.coding.upper()],
             warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed,
             scalable=opts.scalable)
         self.perceptual = make_perceptual_loss(opts.perceptual, self.engine.device)
+        self.decision: Decision | None = None
+        if opts.decisions not in ("trial", "formula"):
+            raise ValueError(f"--decisions {opts.decisions}: choose trial or formula")
+        if opts.keyframes not in ("adaptive", "uniform"):
+            raise ValueError(f"--keyframes {opts.keyframes}: choose adaptive or uniform")
+        if opts.lookahead < 1:
+            raise ValueError(f"-rc-lookahead {opts.lookahead}: at least 1 frame")
+
+    @property
+    def trials_decide(self) -> bool:
+        """Whether rate-distortion trials choose rank and interval: -b:v without --rank or -g, --decisions trial."""
+        opts = self.options
+        return opts.bitrate is not None and opts.rank is None and opts.interval is None and opts.decisions == "trial"
+
+    @property
+    def max_interval(self) -> int:
+        return MAX_KEYFRAME_INTERVAL if self.rate_control is None else self.rate_control.max_interval
+
+    @property
+    def stream_minor_version(self) -> int:
+        """The `version_minor` of the streams this setup writes (the lowest their units need)."""
+        return minor_version_of(self.settings.keyframe_coding, self.settings.latent_codec)
+
+    def decide(self, window: list) -> None:
+        """Choose rank, interval, refresh and placement by trial encodes of `window`, the
+        input's first frames (`rdo.decide`); nothing unless `trials_decide`."""
+        if not self.trials_decide or not window:
+            return
+        decision = rdo.decide(self, window, frames=self.rate_control.planned_frames,
+                              adaptive=self.options.keyframes == "adaptive")
+        chosen = decision.chosen.candidate
+        self.decision = decision
+        self.rank, self.interval = chosen.rank, chosen.interval
+        self.settings = replace(self.settings, rank=chosen.rank, interval=chosen.interval, refresh=chosen.refresh,
+                                latent_step=decision.latent_step)
 
     def _rank_and_interval(self) -> tuple[int, int]:
         """--rank/-g as given; otherwise the rate control's choice for -b:v; else the official 8 and 10."""
@@ -155,20 +200,25 @@ class EncoderSetup:
         settings, opts = self.settings, self.options
         return Metadata((("encoder", f"libpromptus {__version__}"),
                          ("settings", f"model={self.generator.name} rank={self.rank} interval={self.interval} "
-                                      f"iterations={settings.first_iterations}/{settings.iterations} "
-                                      f"latent_codec={opts.latent_codec} perceptual={self.perceptual.kind} "
+                                      + ("refresh " if settings.refresh else "")
+                                      + ("keyframes=adaptive " if self.decision and self.decision.weights else "")
+                                      + f"iterations={settings.first_iterations}/{settings.iterations} "
+                                      f"latent_codec={opts.latent_codec}"
+                                      + (f" latent_step={settings.latent_step:g}" if opts.latent_codec == "dct8" else "")
+                                      + f" perceptual={self.perceptual.kind} "
                                       f"seed={opts.seed}" + (" scalable" if opts.scalable else ""))))
 
     def encoder(self, writer: StreamWriter, **callbacks) -> Encoder:
         """An `Encoder` writing to `writer`, the interval adapted to -b:v unless -g fixed it;
         `callbacks`: `Encoder`'s `stats`, `on_iteration`, `on_keyframe`, `on_checkpoint`."""
         adapting = None if self.options.interval is not None else self.rate_control
+        placement = None if self.decision is None else self.decision.placement(self.max_interval)
         return Encoder(writer, self.engine, self.latent_encoder, self.perceptual, self.settings,
-                       rate_control=adapting, **callbacks)
+                       rate_control=adapting, placement=placement, **callbacks)
 
     def open(self, sink: BinaryIO, **callbacks) -> Encoder:
         """Start a new stream in `sink`: its prefix, header and metadata are written at once."""
-        writer = StreamWriter(sink, self.header, minor=minor_version_of(self.settings.keyframe_coding))
+        writer = StreamWriter(sink, self.header, minor=self.stream_minor_version)
         writer.write(self.metadata())
         return self.encoder(writer, **callbacks)
 
@@ -197,6 +247,10 @@ def encode(source: str, output: str, *, overwrite: bool = False, resume: bool = 
     finished keyframe and gives the same bytes as an uninterrupted run, or refuses in
     one line when the checkpoint does not match; any other failure removes the folder.
     `threads`: torch's CPU threads for this encode (default: torch's own choice).
+    With a bitrate and no rank or interval, rate-distortion trials decide them (`rdo`):
+    the candidates that fit the bitrate are trial-encoded on the first `lookahead` frames
+    and the one of least measured distortion is used (the Lagrangian choice at the λ where
+    the rate constraint binds); `decisions="formula"` keeps the byte model's choice.
     Callbacks: `on_start(frame_count or None, rate)`, `on_iteration(keyframe, iteration,
     loss)`, `on_keyframe(KeyframeReport)`.
     """
@@ -378,8 +432,9 @@ def encode_stream(source: str, sink: BinaryIO, *, stats: TextIO | None = None,
         setup, frame_count = _setup_for(reader, opts)
         if on_start is not None:
             on_start(frame_count, reader.info.rate)
+        frames = _decided(setup, reader.frames(), stats)
         encoder = setup.open(_FlushingSink(sink), stats=stats, on_iteration=on_iteration, on_keyframe=on_keyframe)
-        summary = _push_frames(encoder, reader, 0, source)
+        summary = _push_frames(encoder, frames, 0, source)
     return EncodeResult.of(summary, _rate(setup.header), setup.rank, setup.interval)
 
 
@@ -391,9 +446,29 @@ def _setup_for(reader, opts: EncodeOptions) -> tuple[EncoderSetup, int | None]:
                         frame_count=frame_count), frame_count
 
 
-def _push_frames(encoder: Encoder, reader, skip: int, source: str) -> EncodeSummary:
-    """Push `reader`'s frames after the first `skip` and finish the stream."""
-    for index, frame in enumerate(reader.frames()):
+def _decided(setup: EncoderSetup, frames: Iterator, stats: TextIO | None) -> Iterator:
+    """`frames` again, after the rate-distortion trials (`EncoderSetup.decide`) have seen the
+    first `lookahead` of them: only that window is held in memory, so a pipe or a live
+    source works as a file does (its first frames wait for the decision). Each trial is a
+    `--stats` record."""
+    if not setup.trials_decide:
+        return frames
+    window = list(itertools.islice(frames, setup.options.lookahead))
+    setup.decide(window)
+    if stats is not None and setup.decision is not None:
+        for number, trial in enumerate(setup.decision.trials):
+            candidate = trial.candidate
+            stats.write(json.dumps({
+                "trial": number, "rank": candidate.rank, "interval": candidate.interval, "refresh": candidate.refresh,
+                "adaptive": candidate.adaptive, "estimated_bytes": trial.estimated_bytes,
+                "psnr": stats_psnr([trial.psnr])[0], "keyframes": list(trial.keyframes),
+                "chosen": trial is setup.decision.chosen}) + "\n")
+    return itertools.chain(window, frames)
+
+
+def _push_frames(encoder: Encoder, frames, skip: int, source: str) -> EncodeSummary:
+    """Push the `frames` after the first `skip` and finish the stream."""
+    for index, frame in enumerate(frames):
         if index >= skip:
             encoder.push(frame)
     if encoder.summary.scenes == 0:
@@ -414,6 +489,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
         setup, frame_count = _setup_for(reader, opts)
         if on_start is not None:
             on_start(frame_count, reader.info.rate)
+        frames = _decided(setup, reader.frames(), stats)
         handle = io.open(stream_path, "r+b" if resumed is not None else "w+b")  # noqa: SIM115 - closed below
         with handle:
             partial = _CheckpointedStream(handle, work.path / _CHECKPOINT, fingerprint(source, opts), setup.rank,
@@ -430,7 +506,7 @@ def _encode_whole(source: str, target: Path, work: WorkDirectory, opts: EncodeOp
                 encoder = setup.encoder(partial.writer, **callbacks)
                 encoder.restore(checkpoint.state, checkpoint.arrays, units)
                 skip = checkpoint.state["next_frame"]
-            summary = _push_frames(encoder, reader, skip, source)
+            summary = _push_frames(encoder, frames, skip, source)
         # Renamed while the checkpoint still exists: a kill before the clean-up leaves
         # a complete output that `--resume` recognises (`_finished_result`).
         publish(stream_path, target)

@@ -35,8 +35,10 @@ METADATA_BYTES = 200
 SCENE_START_OVERHEAD = 64
 CLOSING_BYTES = 18
 MARGIN_BYTES = 8
-#: Bits per value of a first-frame latent by latent codec (8-bit entropy coded: about 7).
-LATENT_BITS = {"q8": 7, "f16": 16, "f32": 32}
+#: Bits per value of a first-frame latent by latent codec (8-bit entropy coded: about 7; DCT8
+#: at its default step: 2.0, benchmarks/latent_codec.py). After the first scene start the
+#: interval adaptation counts the bytes actually written.
+LATENT_BITS = {"q8": 7, "f16": 16, "f32": 32, "dct8": 2}
 #: Without -b:v: the official rank and keyframe interval.
 OFFICIAL_RANK, OFFICIAL_INTERVAL = 8, 10
 #: The length the rank and interval are chosen for when the input's is unknown (a pipe, a live source).
@@ -106,7 +108,7 @@ class RateController:
     `frames` is the input's length, None when unknown (a pipe, a live source).
     """
 
-    def __init__(self, bitrate: float, header: SequenceHeader, *, frames: int | None, latent_codec: str = "q8",
+    def __init__(self, bitrate: float, header: SequenceHeader, *, frames: int | None, latent_codec: str = "dct8",
                  max_interval: int = MAX_KEYFRAME_INTERVAL) -> None:
         self.bitrate = bitrate
         self.header = header
@@ -114,10 +116,11 @@ class RateController:
         self.max_interval = max_interval
         self.rate = Fraction(header.fps_num, header.fps_den)
         channels, height, width = header.latent_shape
-        latent = channels * height * width * LATENT_BITS[latent_codec] / 8 + SCENE_START_OVERHEAD
+        #: the first scene start's estimated bytes
+        self.latent_bytes = round(channels * height * width * LATENT_BITS[latent_codec] / 8 + SCENE_START_OVERHEAD)
         #: everything but the keyframes: prefix, header, metadata, one first-frame latent, closing units
-        self.fixed_bytes = round(PREFIX_SIZE + SEQUENCE_HEADER_BYTES + METADATA_BYTES + latent + CLOSING_BYTES
-                                 + MARGIN_BYTES)
+        self.fixed_bytes = (PREFIX_SIZE + SEQUENCE_HEADER_BYTES + METADATA_BYTES + self.latent_bytes + CLOSING_BYTES
+                            + MARGIN_BYTES)
 
     @property
     def planned_frames(self) -> int:
@@ -141,17 +144,19 @@ class RateController:
                       cond_tokens=self.header.cond_tokens, cond_dim=self.header.cond_dim)
 
     def next_interval(self, keyframe_size: int, frames_done: int, *, bytes_written: int, keyframes: int,
-                      scenes: int) -> int:
+                      scenes: int, extra_per_interval: int = 0) -> int:
         """The interval that spends what is left of the budget evenly.
 
         The budget is `bitrate` over the input's length; what is spent counts every byte
         written so far plus the index entries and closing units still to come. The next
-        keyframes are assumed to cost what the last one did. Without a known length, the
-        budget is spent per frame as it comes.
+        intervals are assumed to cost what the last keyframe did, plus `extra_per_interval`
+        (with refresh scenes: the scene start and first keyframe that follow each
+        interval, with their index entries). Without a known length, the budget is spent
+        per frame as it comes.
         """
         per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
         spent = bytes_written + INDEX_ENTRY * keyframes + INDEX_ENTRY * scenes + CLOSING_BYTES
-        cost = keyframe_size + INDEX_ENTRY
+        cost = keyframe_size + INDEX_ENTRY + (extra_per_interval + 2 * INDEX_ENTRY if extra_per_interval else 0)
         total = self.frames
         if total is None or total <= frames_done:
             wanted = math.ceil((spent + cost) / per_frame - frames_done)

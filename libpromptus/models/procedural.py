@@ -101,3 +101,16 @@ def random_clip(seed: int, frames: int, width: int, height: int, *, min_scene: i
         for t in range(min(length, frames - len(out))):
             out.append(np.clip(_draw(scene, t, width, height) * 255 + 0.5, 0, 255).astype(np.uint8))
     return out, starts
+
+
+def still_then_moving_clip(seed: int, frames: int, width: int, height: int, *, still: int,
+                           speed: float = 4.0) -> list[np.ndarray]:
+    """RGB uint8 frames of one scene of clip `seed` that holds still for its first `still`
+    frames and then moves `speed` times as fast as `random_clip`'s scenes: content whose
+    keyframes belong where it moves (adaptive keyframe placement's test clip)."""
+    if not 0 <= still <= frames:
+        raise ValueError("still must be between 0 and the number of frames")
+    scene = _random_scene(np.random.RandomState(seed))
+    times = [0.0] * still + [speed * (n + 1) for n in range(frames - still)]
+    return [np.clip(_draw(scene, t, width, height) * 255 + 0.5, 0, 255).astype(np.uint8) for t in times]
+

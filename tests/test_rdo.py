@@ -1,0 +1,153 @@
+"""Rate-distortion decisions (encoder.rdo): refresh scenes, adaptive keyframe placement,
+the candidates' byte estimates and the decision rule, on the tiny model."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from libpromptus import encode
+from libpromptus.bitstream import SceneCut, read_streams, read_units
+from libpromptus.encoder import rdo
+from libpromptus.encoder.ratecontrol import RateController
+from libpromptus.io.samples import write_y4m
+from libpromptus.models.procedural import random_clip, still_then_moving_clip
+from libpromptus.process.profiles import TINY
+
+#: fast fits: the structure is under test, not the fitting
+QUICK = dict(model="tiny", iterations=2, first_iterations=3, scene_threshold=None)
+
+
+def keyframes_and_scenes(path) -> tuple[list[int], list[int]]:
+    [stream] = read_streams(path)
+    return ([k.unit.frame_index for s in stream.scenes for k in s.keyframes],
+            [s.first_frame for s in stream.scenes])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rdo") / "clip.y4m"
+    write_y4m(str(path), random_clip(7, 12, 32, 32, min_scene=40)[0])
+    return path
+
+
+def test_refresh_makes_every_interval_a_scene(clip, tmp_path):
+    """-g 3 with refresh over 12 frames: scenes of 4 frames, each keyframed at both ends."""
+    from libpromptus.encoder.job import EncoderSetup, EncodeOptions
+    from libpromptus.io.video_input import open_video
+
+    with open_video(str(clip)) as reader:
+        frames = list(reader.frames())
+        info = reader.info
+    setup = EncoderSetup(EncodeOptions(rank=2, interval=3, **QUICK), width=info.width, height=info.height,
+                         rate=info.rate, frame_count=12)
+    setup.settings = dataclasses.replace(setup.settings, refresh=True)
+    with open(tmp_path / "refresh.pmt", "wb") as sink:
+        encoder = setup.open(sink)
+        for frame in frames:
+            encoder.push(frame)
+        encoder.finish()
+    keyframes, scenes = keyframes_and_scenes(tmp_path / "refresh.pmt")
+    assert scenes == [0, 4, 8]
+    assert keyframes == [0, 3, 4, 7, 8, 11]
+    cuts = [u.unit for u in read_units(tmp_path / "refresh.pmt") if isinstance(u.unit, SceneCut)]
+    assert cuts == []                                          # refreshes, not cuts
+
+
+def test_adaptive_placement_follows_the_weights():
+    weights = [1.0] * 20 + [10.0] * 20                          # mean 5.5
+    place = rdo.AdaptivePlacement(weights, max_interval=256)
+    assert place(0, 4) == 16                                    # still: stretched, up to 4 x nominal
+    assert place(18, 4) == 4                                    # 1 + 1 + 10 + 10 reaches 4 x 5.5 = 22
+    assert place(20, 4) == 3                                    # moving: 30 >= 22 after 3 frames
+    assert place(40, 4) == 4                                    # past the window: nominal
+    assert place(38, 8) == 8                                    # the window ends before 44: nominal
+    assert rdo.AdaptivePlacement([1.0] * 40, max_interval=5)(0, 4) == 4
+
+
+def test_motion_weights_are_mean_changes_plus_a_floor():
+    frames = [np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 30, np.uint8)]
+    weights = rdo.motion_weights(frames)
+    floor = 0.1 * 10.0 + 1e-6                                   # changes 0, 0, 30: mean 10
+    assert weights == pytest.approx((floor, floor, 30 + floor))
+
+
+def test_candidates_fill_the_budget_and_grow_with_it():
+    header = TINY.sequence_header(width=128, height=128, fps_num=30, fps_den=1, frame_count=48)
+    low = rdo.candidates(RateController(100_000, header, frames=48), frames=48, scene_bytes=700)
+    high = rdo.candidates(RateController(200_000, header, frames=48), frames=48, scene_bytes=700)
+    budget = 100_000 * 48 / 30 / 8
+    assert low and all(size <= budget for _, size in low)
+    # the next rank up would not fit: each candidate spends the budget at its structure
+    for candidate, size in low:
+        bigger = rdo.Candidate(candidate.interval, candidate.refresh, candidate.rank + 1)
+        assert bigger not in [c for c, _ in low]
+    lows = {(c.interval, c.refresh): c.rank for c, _ in low}
+    highs = {(c.interval, c.refresh): c.rank for c, _ in high}
+    assert set(lows) <= set(highs) and all(highs[s] >= r for s, r in lows.items())
+    assert any(s not in lows for s in highs)                   # more bits: more structures (shorter intervals)
+
+
+def test_refresh_bytes_counts_scenes_and_keyframes():
+    header = TINY.sequence_header(width=32, height=32, fps_num=30, fps_den=1, frame_count=12)
+    per_keyframe = rdo.keyframe_bytes(1, 77, 1024) + rdo.INDEX_ENTRY
+    # 12 frames, interval 3: scenes 0-3, 4-7, 8-11, two keyframes each; two more scene starts
+    assert rdo.refresh_bytes(1, 3, frames=12, fixed_bytes=500, scene_bytes=100, header=header) == \
+        round(500 + 2 * (100 + rdo.INDEX_ENTRY) + 6 * per_keyframe)
+    # 13 frames: a fourth scene of one frame, one keyframe
+    assert rdo.refresh_bytes(1, 3, frames=13, fixed_bytes=500, scene_bytes=100, header=header) == \
+        round(500 + 3 * (100 + rdo.INDEX_ENTRY) + 7 * per_keyframe)
+
+
+def test_the_trials_choose_the_least_distortion(clip, tmp_path, caplog):
+    stats = tmp_path / "stats.jsonl"
+    with open(stats, "w") as handle, caplog.at_level("INFO", logger="libpromptus"):
+        result = encode(str(clip), str(tmp_path / "out.pmt"), bitrate=120_000, stats=handle, **QUICK)
+    decision_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate-distortion trials")]
+    assert len(decision_lines) == 1
+    records = [json.loads(line) for line in stats.read_text().splitlines()]
+    trials = [r for r in records if "trial" in r]
+    budget = 120_000 * 12 / 30 / 8
+    landing = [r for r in trials if abs(r["estimated_bytes"] / budget - 1) <= 0.05] or \
+        [min(trials, key=lambda r: abs(r["estimated_bytes"] - budget))]
+    chosen = [r for r in trials if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["psnr"] == max(r["psnr"] for r in landing)
+    assert (result.rank, result.interval) == (chosen[0]["rank"], chosen[0]["interval"])
+    # the same input and options give the same bytes
+    encode(str(clip), str(tmp_path / "again.pmt"), bitrate=120_000, **QUICK)
+    assert (tmp_path / "again.pmt").read_bytes() == (tmp_path / "out.pmt").read_bytes()
+
+
+def test_formula_and_uniform_switch_the_trials_off(clip, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="libpromptus"):
+        result = encode(str(clip), str(tmp_path / "formula.pmt"), bitrate=120_000, decisions="formula", **QUICK)
+    assert not any("rate-distortion trials" in r.getMessage() for r in caplog.records)
+    control = RateController(120_000, read_streams(tmp_path / "formula.pmt")[0].header, frames=12)
+    assert (result.rank, result.interval) == (control.choose().rank, control.choose().interval)
+    [stream] = read_streams(tmp_path / "formula.pmt")
+    assert len(stream.scenes) == 1                              # no refresh scenes by formula
+
+
+def test_adaptive_placement_puts_keyframes_where_the_clip_moves(tmp_path):
+    """Still for 16 frames, then fast: adaptive keyframes are denser in the moving half."""
+    path = tmp_path / "still-moving.y4m"
+    write_y4m(str(path), still_then_moving_clip(3, 32, 32, 32, still=16, speed=6.0))
+    weights = rdo.motion_weights(still_then_moving_clip(3, 32, 32, 32, still=16, speed=6.0))
+    place = rdo.AdaptivePlacement(weights, max_interval=256)
+    positions, frame = [0], 0
+    while frame < 31:
+        frame = min(31, frame + place(frame + 1, 4))
+        positions.append(frame)
+    still = [p for p in positions if p < 16]
+    moving = [p for p in positions if p >= 16]
+    assert len(moving) >= 2 * len(still), positions
+
+
+def test_bad_decision_options_are_refused(clip, tmp_path):
+    with pytest.raises(ValueError, match="--keyframes sometimes: choose adaptive or uniform"):
+        encode(str(clip), str(tmp_path / "x.pmt"), bitrate=100_000, keyframes="sometimes", **QUICK)
+    with pytest.raises(ValueError, match="-rc-lookahead 0: at least 1 frame"):
+        encode(str(clip), str(tmp_path / "x.pmt"), bitrate=100_000, lookahead=0, **QUICK)
+    assert not (tmp_path / "x.pmt").exists()
