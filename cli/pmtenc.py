@@ -16,10 +16,10 @@ from fractions import Fraction
 from ..bitstream import SIGNATURE, Coding, LatentCodec
 from ..bitstream.limits import MAX_FPS_TERM, MAX_KEYFRAME_INTERVAL
 from ..encoder.promptus_dir import import_promptus_dir
-from ..encoder.rdo import LOOKAHEAD
-from ..process.quantization import DEFAULT_LATENT_STEP
+from ..encoder.ratecontrol import LOOKAHEAD
 from ..io import network
 from ..io.pipes import is_stdin, is_stdout
+from ..process.quantization import DEFAULT_LATENT_STEP
 from .common import (
     ArgumentParser,
     CommandError,

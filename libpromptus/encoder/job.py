@@ -38,8 +38,8 @@ from .checkpoint import Checkpoint
 from ..process.quantization import DEFAULT_LATENT_STEP
 from .encoder import Encoder, EncoderSettings, EncodeSummary, KeyframeReport, stats_psnr
 from . import rdo
-from .ratecontrol import OFFICIAL_INTERVAL, OFFICIAL_RANK, RateController
-from .rdo import LOOKAHEAD, Decision
+from .ratecontrol import LOOKAHEAD, OFFICIAL_INTERVAL, OFFICIAL_RANK, RateController
+from .rdo import Decision
 
 log = logging.getLogger("libpromptus")
 

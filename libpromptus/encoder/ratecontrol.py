@@ -41,6 +41,8 @@ MARGIN_BYTES = 8
 LATENT_BITS = {"q8": 7, "f16": 16, "f32": 32, "dct8": 2}
 #: Without -b:v: the official rank and keyframe interval.
 OFFICIAL_RANK, OFFICIAL_INTERVAL = 8, 10
+#: Frames the rate-distortion trials encode (`-rc-lookahead`; encoder.rdo).
+LOOKAHEAD = 60
 #: The length the rank and interval are chosen for when the input's is unknown (a pipe, a live source).
 ASSUMED_SECONDS = 10
 #: The paper's ladder is rank 4..32, interval 2..10. The search keeps to intervals 2..10

@@ -61,8 +61,6 @@ from .ratecontrol import (
 
 log = logging.getLogger("libpromptus")
 
-#: Frames encoded by the trials (`-rc-lookahead`).
-LOOKAHEAD = 60
 #: The long side of the trials' frames, in pixels.
 PROXY_SIZE = 128
 #: The trials' iteration budget: this fraction of the encode's (at least 1 iteration).
