@@ -96,6 +96,12 @@ def pad_to(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
 
 
+def frame_latent(latent_encoder, header: SequenceHeader, frame: np.ndarray) -> torch.Tensor:
+    """The generator's latent [C, H, W] (on the CPU) of a source frame padded to the coded size."""
+    padded = torch.from_numpy(pad_to(frame, header.coded_height, header.coded_width))[None]
+    return latent_encoder.encode(padded)[0].cpu()
+
+
 def check_frame(header: SequenceHeader, frame: np.ndarray, index: int) -> None:
     """Refuse a frame that is not uint8 [height, width, 3] of the stream's size."""
     if frame.shape != (header.height, header.width, 3) or frame.dtype != np.uint8:
@@ -168,7 +174,7 @@ class Encoder:
         check_frame(self.header, frame, self._next_frame)
         index = self._next_frame
         self._next_frame += 1
-        latent = self._encode_latent(frame)
+        latent = frame_latent(self._latent_encoder, self.header, frame)
         if self._previous_key is None and not self._pending:
             self._start_scene(index, frame, latent, cut=False)
             return
@@ -196,11 +202,6 @@ class Encoder:
         return self.summary
 
     # ------------------------------------------------------------------ scenes and keyframes
-
-    def _encode_latent(self, frame: np.ndarray) -> torch.Tensor:
-        h = self.header
-        padded = torch.from_numpy(pad_to(frame, h.coded_height, h.coded_width))[None]
-        return self._latent_encoder.encode(padded)[0].cpu()
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
         unit = scene_start(index, latent.numpy(), self.settings.latent_codec, self.settings.coding,

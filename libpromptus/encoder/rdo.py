@@ -50,7 +50,7 @@ import torch
 from ..bitstream import LatentCodec, StreamWriter
 from ..bitstream.syntax import encode_payload
 from ..process.quantization import scene_start
-from .encoder import Encoder, pad_to
+from .encoder import Encoder, frame_latent
 from .ratecontrol import (
     INDEX_ENTRY,
     SCENE_START_OVERHEAD,
@@ -267,9 +267,8 @@ FILL_STEPS = (0.05, 0.04, 0.03, 0.02, 0.015, 0.01)
 def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float, int]:
     """Per step: the full-size scene start of `frame` in the encode's latent codec, with its
     unit overhead (what each scene start costs)."""
-    header, settings = setup.header, setup.settings
-    padded = torch.from_numpy(pad_to(frame, header.coded_height, header.coded_width))[None]
-    latent = setup.latent_encoder.encode(padded)[0].cpu().numpy()
+    settings = setup.settings
+    latent = frame_latent(setup.latent_encoder, setup.header, frame).numpy()
     return {step: len(encode_payload(scene_start(0, latent, settings.latent_codec, settings.coding,
                                                  latent_step=step))) + SCENE_START_OVERHEAD for step in steps}
 
