@@ -49,3 +49,12 @@ def test_next_interval(bitrate, frames, expected):
     control = RateController(bitrate, HEADER, frames=frames)
     # 1000 bytes written, 2 keyframes and 1 scene so far, the last keyframe 200 bytes, 10 frames done
     assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1) == expected
+
+
+def test_reserved_bytes_are_spent_before_the_intervals():
+    control = RateController(10_000, HEADER, frames=90)
+    # 3750 - 1057 - 639 reserved (one cut ahead: a scene start and two keyframes) = 2054; / 213 = 9.6
+    # -> 10 keyframes for 80 frames
+    assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, reserved=639) == 8
+    # with refresh each interval also pays its scene start and first keyframe: 2693 / (213 + 400 + 26) = 4.2
+    assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, extra_per_interval=400) == 20

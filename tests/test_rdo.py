@@ -151,3 +151,51 @@ def test_bad_decision_options_are_refused(clip, tmp_path):
     with pytest.raises(ValueError, match="-rc-lookahead 0: at least 1 frame"):
         encode(str(clip), str(tmp_path / "x.pmt"), bitrate=100_000, lookahead=0, **QUICK)
     assert not (tmp_path / "x.pmt").exists()
+
+
+def test_a_trial_is_counted_and_trimmed_onto_the_budget():
+    header = TINY.sequence_header(width=128, height=128, fps_num=30, fps_den=1, frame_count=24)
+    control = RateController(100_000, header, frames=24)
+    run = rdo.TrialRun(mse=1.0, keyframes=(0, 5, 6, 11), scenes=2, cuts=(6,))
+    per_keyframe = rdo.keyframe_bytes(2, 77, 1024)
+    fixed = control.fixed_bytes - control.latent_bytes
+    # counted, not weighed: 4 keyframes at the byte model's rank-2 size, 2 scene starts, 6 index entries;
+    # the window is half the input, so the units count twice
+    assert rdo.counted_bytes(run, 2, 300, control=control, scale=2.0) == \
+        round(fixed + 2 * (4 * per_keyframe + 2 * 300 + 6 * rdo.INDEX_ENTRY))
+    sizes = {0.1: 200, 0.05: 300, 0.02: 700}
+    fits = {step: rdo.counted_bytes(run, 2, size, control=control, scale=2.0) for step, size in sizes.items()}
+    # the finest step whose file fits ...
+    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.05] + 1) == (fits[0.05], 0.05)
+    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.02]) == (fits[0.02], 0.02)
+    # ... or the coarsest when none does
+    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.1] - 1) == (fits[0.1], 0.1)
+    assert rdo.fill_steps(0.05, rdo.LatentCodec.DCT8)[0] == rdo.MAX_FILL_STEP
+    assert rdo.fill_steps(0.3, rdo.LatentCodec.DCT8)[0] == 0.3          # never coarser than asked, beyond 0.1
+    assert rdo.fill_steps(0.05, rdo.LatentCodec.Q8) == [0.05]           # q8 has no step
+
+
+def test_a_trial_that_missed_is_retried_where_its_calibrated_model_lands():
+    header = TINY.sequence_header(width=128, height=128, fps_num=30, fps_den=1, frame_count=48)
+    control = RateController(100_000, header, frames=48)
+    budget = 100_000 * 48 / 30 / 8
+    candidate = rdo.Candidate(8, True, 1)
+    model = rdo.model_bytes(candidate, control, frames=48, scene_bytes=300)
+    trial = rdo.Trial(candidate, 0, 0.05, rdo.TrialRun(1.0, (), 0, ()))
+    fixed = control.fixed_bytes
+
+    def predicted(other, measured):
+        ratio = (measured - fixed) / (model - fixed)
+        return fixed + ratio * (rdo.model_bytes(other, control, frames=48, scene_bytes=300) - fixed)
+
+    measured = round(0.9 * budget)                             # 10 % under: more keyframes
+    other = rdo.retry(trial, measured, control, frames=48, scene_bytes=300, budget=budget, tried={candidate})
+    neighbours = [dataclasses.replace(candidate, rank=r) for r in range(1, 33)] + \
+        [dataclasses.replace(candidate, interval=g) for g in range(2, 47)]
+    assert other == min(neighbours, key=lambda o: (abs(predicted(o, measured) - budget), o.interval, o.rank))
+    assert other.interval < 8 or other.rank > 1
+    # never one already tried; none when nothing is predicted closer than the trial itself
+    again = rdo.retry(trial, measured, control, frames=48, scene_bytes=300, budget=budget, tried={candidate, other})
+    assert again not in (candidate, other)
+    assert rdo.retry(trial, round(budget), control, frames=48, scene_bytes=300, budget=budget,
+                     tried={candidate}) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -33,7 +33,7 @@ from ..process.quality import psnr
 from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .ratecontrol import RateController
+from .ratecontrol import INDEX_ENTRY, RateController
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class EncodeSummary:
     frames: int = 0
     scenes: int = 0
     keyframes: list[KeyframeReport] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)   # the frames where a scene cut started a scene
     bytes: int = 0
 
 
@@ -119,14 +120,16 @@ class Encoder:
 
     `engine` comes from `engines.create_engine` (one whose `forward` is differentiable:
     the fitting runs through it); `rate_control`, when given, adapts the keyframe interval
-    after every keyframe to hit its bitrate; `placement`, when given, turns that interval
-    (or -g) into the next keyframe's distance from where the content needs it
-    (`rdo.AdaptivePlacement`).
+    after every keyframe to hit its bitrate, with bytes reserved for the scene cuts that
+    the rate-distortion trials found ahead (`planned_cuts`, frame indices); `placement`,
+    when given, turns that interval (or -g) into the next keyframe's distance from where
+    the content needs it (`rdo.AdaptivePlacement`).
     """
 
     def __init__(self, writer: StreamWriter, engine: Engine, latent_encoder, perceptual: PerceptualLoss,
                  settings: EncoderSettings, *, rate_control: RateController | None = None,
-                 stats: TextIO | None = None, placement: Callable[[int, int], int] | None = None,
+                 planned_cuts: Sequence[int] = (), stats: TextIO | None = None,
+                 placement: Callable[[int, int], int] | None = None,
                  on_iteration: Callable[[int, int, float], None] | None = None,
                  on_keyframe: Callable[[KeyframeReport], None] | None = None,
                  on_checkpoint: Callable[[dict, dict[str, np.ndarray]], None] | None = None) -> None:
@@ -137,6 +140,7 @@ class Encoder:
         self._perceptual = perceptual
         self.settings = settings
         self._rate_control = rate_control
+        self._planned_cuts = tuple(planned_cuts)
         self._stats = stats
         self._on_iteration = on_iteration
         self._on_keyframe = on_keyframe
@@ -208,6 +212,7 @@ class Encoder:
                            latent_step=self.settings.latent_step)
         if cut:
             self._writer.write(SceneCut(index))
+            self.summary.cuts.append(index)
         self._scene_start_bytes = self._writer.write(unit)
         self._refresh_due = False
         self.summary.scenes += 1
@@ -279,11 +284,14 @@ class Encoder:
         self._pending = []
         self._refresh_due = self.settings.refresh and start is not None
         if self._rate_control is not None:
-            # with refresh, each interval also pays for the scene start after it and that scene's first keyframe
+            # with refresh, each interval also pays for the scene start after it and that scene's first keyframe;
+            # a cut ahead costs a scene start and two keyframes (the one it forces before it and the scene's first)
             extra = self._scene_start_bytes + size if self.settings.refresh else 0
+            cuts_ahead = sum(1 for cut in self._planned_cuts if cut > end)
             self._nominal_interval = self._rate_control.next_interval(
                 size, end + 1, bytes_written=self._writer.size, keyframes=len(self.summary.keyframes),
-                scenes=self.summary.scenes, extra_per_interval=extra)
+                scenes=self.summary.scenes, extra_per_interval=extra,
+                reserved=cuts_ahead * (self._scene_start_bytes + 2 * size + 3 * INDEX_ENTRY))
         self._interval = self._nominal_interval if self._placement is None else \
             self._placement(end + 1, self._nominal_interval)
         if self._on_checkpoint is not None:
@@ -309,6 +317,7 @@ class Encoder:
             "scene_start_bytes": self._scene_start_bytes,
             "scenes": self.summary.scenes,
             "keyframes": [vars(k) for k in self.summary.keyframes],
+            "cuts": self.summary.cuts,
         }
         arrays = {
             "previous_latent": self._previous_latent.cpu().numpy(),
@@ -330,6 +339,7 @@ class Encoder:
         self._scene_start_bytes = state["scene_start_bytes"]
         self.summary.scenes = state["scenes"]
         self.summary.keyframes = [KeyframeReport(**k) for k in state["keyframes"]]
+        self.summary.cuts = list(state["cuts"])
         self._previous_key = (keyframes[-1].frame_index, keyframes[-1])
         self._previous_latent = torch.from_numpy(arrays["previous_latent"]).to(self._device)
         self._last_scene_latent = torch.from_numpy(arrays["last_scene_latent"])

@@ -214,7 +214,8 @@ class EncoderSetup:
         adapting = None if self.options.interval is not None else self.rate_control
         placement = None if self.decision is None else self.decision.placement(self.max_interval)
         return Encoder(writer, self.engine, self.latent_encoder, self.perceptual, self.settings,
-                       rate_control=adapting, placement=placement, **callbacks)
+                       rate_control=adapting, planned_cuts=() if self.decision is None else self.decision.cuts,
+                       placement=placement, **callbacks)
 
     def open(self, sink: BinaryIO, **callbacks) -> Encoder:
         """Start a new stream in `sink`: its prefix, header and metadata are written at once."""
@@ -460,7 +461,7 @@ def _decided(setup: EncoderSetup, frames: Iterator, stats: TextIO | None) -> Ite
             candidate = trial.candidate
             stats.write(json.dumps({
                 "trial": number, "rank": candidate.rank, "interval": candidate.interval, "refresh": candidate.refresh,
-                "adaptive": candidate.adaptive, "estimated_bytes": trial.estimated_bytes,
+                "adaptive": candidate.adaptive, "estimated_bytes": trial.estimated_bytes, "latent_step": trial.latent_step,
                 "psnr": stats_psnr([trial.psnr])[0], "keyframes": list(trial.keyframes),
                 "chosen": trial is setup.decision.chosen}) + "\n")
     return itertools.chain(window, frames)

@@ -146,18 +146,19 @@ class RateController:
                       cond_tokens=self.header.cond_tokens, cond_dim=self.header.cond_dim)
 
     def next_interval(self, keyframe_size: int, frames_done: int, *, bytes_written: int, keyframes: int,
-                      scenes: int, extra_per_interval: int = 0) -> int:
+                      scenes: int, extra_per_interval: int = 0, reserved: int = 0) -> int:
         """The interval that spends what is left of the budget evenly.
 
         The budget is `bitrate` over the input's length; what is spent counts every byte
-        written so far plus the index entries and closing units still to come. The next
+        written so far plus the index entries and closing units still to come, and the
+        `reserved` bytes of what is known to come (scene cuts ahead). The next
         intervals are assumed to cost what the last keyframe did, plus `extra_per_interval`
         (with refresh scenes: the scene start and first keyframe that follow each
         interval, with their index entries). Without a known length, the budget is spent
         per frame as it comes.
         """
         per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
-        spent = bytes_written + INDEX_ENTRY * keyframes + INDEX_ENTRY * scenes + CLOSING_BYTES
+        spent = bytes_written + INDEX_ENTRY * keyframes + INDEX_ENTRY * scenes + CLOSING_BYTES + reserved
         cost = keyframe_size + INDEX_ENTRY + (extra_per_interval + 2 * INDEX_ENTRY if extra_per_interval else 0)
         total = self.frames
         if total is None or total <= frames_done:

@@ -3,7 +3,7 @@ keyframe placement chosen by what they measure, not by formula.
 
 Before the encode, the first `lookahead` frames (the look-ahead window) are encoded
 several times, cheaply: at a proxy size (the long side at most `PROXY_SIZE` pixels) and a
-tenth of the iteration budget, through the real `Encoder` (so each trial is closed loop
+tenth of the iteration budget (at least 10 iterations), through the real `Encoder` (so each trial is closed loop
 and decoded exactly as a decoder will). Each trial is one candidate:
 
 - a keyframe interval g (the ladder 2, 3, 5, 8, 13, 21, … up to the window);
@@ -13,27 +13,38 @@ and decoded exactly as a decoder will). Each trial is one candidate:
 - the largest rank whose estimated file fits -b:v at that structure (the byte model of
   `ratecontrol`, with the DCT8 latent's size measured on the first frame at full size).
 
-Each trial's bytes are measured, not modelled: its keyframe units (whose size does not
-depend on the frame size), its scene starts at the full-size latent's measured size,
-scaled from the window to the input. The decision rule: among the candidates whose
-measured file lands on -b:v (within 5 %, above or below), the one of least measured distortion (mean squared
-error of the trial's decoded frames). This is the Lagrangian choice min D + λ·R with λ
-the multiplier at which the rate constraint binds: every candidate is sized to fill the
-budget, so D decides. A larger -b:v keeps every structure feasible at an equal or
-higher rank and adds shorter intervals and refreshes: the trials offer it what a smaller
-one had, and more. What the chosen structure leaves of the budget is then spent on the
-first-frame latents: the finest DCT8 step of `FILL_STEPS` (never coarser than
-`--latent-step`) whose measured file still fits.
+Each trial's file is estimated from its measured structure: the keyframes and scene
+starts it wrote (scene cuts included, which the byte model cannot foresee), counted at
+the byte model's keyframe size and at the full-size latent's measured size, scaled from
+the window to the input (a trial's own keyframe bytes are not used: at a tenth of the
+iterations its factors code at more bits per symbol than the encode's will). That
+estimate is then trimmed onto -b:v by the DCT8 step of the scene starts, the one knob
+that is fine enough: each trial takes the finest step of `FILL_STEPS` (down to 0.01, up
+to `MAX_FILL_STEP` or `--latent-step` if coarser) whose file still fits, or the coarsest
+when none fits. The decision rule: among the candidates whose trimmed file lands on -b:v
+(within 5 %, above or below), the one of least measured distortion (mean squared error
+of the trial's decoded frames). A candidate that measured less distortion than that
+choice but missed the rate is tried again as its untried neighbour (another rank or
+another interval) that the byte model, calibrated on its trial, predicts closest to the
+budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
+misses is itself retried). This is the Lagrangian choice min D + λ·R with λ the
+multiplier at which the rate constraint binds: every candidate is sized to fill the
+budget, so D decides. A larger -b:v keeps every structure feasible at an equal or higher
+rank (or a finer step) and adds shorter intervals and refreshes: the trials offer it
+what a smaller one had, and more. The trials fit with `--latent-step`'s latent; a finer
+step only improves on what they measured.
 
 Adaptive placement (`--keyframes adaptive`): for the chosen structure, one more trial
 places keyframes by the content: each frame's weight is its mean absolute change from
 the frame before (motion, lighting) plus a floor, and each interval is cut where its
 weight reaches the nominal interval's share, so keyframes are dense where frames change
 and sparse where they do not. The same rule decides: it is used only when its trial
-measures lower distortion than uniform placement.
+measures lower distortion than uniform placement and lands.
 
-The rate controller still adapts the nominal interval after every keyframe to land on
--b:v (its estimate of refresh scene starts still to come included).
+The encode then starts from the chosen rank, interval and step, and the rate controller
+adapts the nominal interval after every keyframe from the real keyframes' bytes, with
+the bytes of the scene cuts the chosen trial found ahead reserved (and, with refresh,
+each interval's scene start and first keyframe counted).
 """
 from __future__ import annotations
 
@@ -65,10 +76,14 @@ log = logging.getLogger("libpromptus")
 PROXY_SIZE = 128
 #: The trials' iteration budget: this fraction of the encode's (at least 1 iteration).
 TRIAL_SHARE = 10
+#: ... but never fewer iterations than this, unless the encode's own budget is smaller.
+TRIAL_MIN_ITERATIONS = 10
 #: Candidate keyframe intervals (Fibonacci-like, so a few trials cover 2..256).
 INTERVAL_LADDER = (2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233)
 #: A trial lands on -b:v when its measured bytes are within this share of the budget.
 RATE_TOLERANCE = 0.05
+#: Rounds of retries for structures that measured less distortion but missed the rate.
+RETRY_ROUNDS = 3
 #: Ranks the trials may use.
 MAX_TRIAL_RANK = 32
 #: Adaptive placement: a frame's weight floor, as a share of the mean change, and how far an
@@ -97,16 +112,18 @@ class TrialRun:
 
     mse: float                            # mean squared error of the window's decoded frames
     keyframes: tuple[int, ...]            # keyframe positions
-    keyframe_bytes: int                   # the keyframe units' bytes (the same at the proxy size as at full size)
     scenes: int                           # scene starts
+    cuts: tuple[int, ...]                 # where scene cuts started scenes
 
 
 @dataclass(frozen=True)
 class Trial:
-    """A candidate's measurement: the whole file's estimated bytes and the window's distortion."""
+    """A candidate's measurement: the window's distortion, and the whole file's estimated bytes
+    at `latent_step`, the scene starts' DCT8 step that trims it onto the budget."""
 
     candidate: Candidate
     estimated_bytes: int
+    latent_step: float
     run: TrialRun
 
     @property
@@ -129,7 +146,16 @@ class Decision:
     chosen: Trial
     trials: tuple[Trial, ...]
     weights: tuple[float, ...] | None     # per frame of the window, when adaptive placement was chosen
-    latent_step: float                    # the DCT8 step that fills the budget (never coarser than asked)
+
+    @property
+    def cuts(self) -> tuple[int, ...]:
+        """The scene cuts the chosen trial found in the window (the rate control reserves their bytes)."""
+        return self.chosen.run.cuts
+
+    @property
+    def latent_step(self) -> float:
+        """The scene starts' DCT8 step that lands the chosen structure on the budget."""
+        return self.chosen.latent_step
 
     def placement(self, max_interval: int) -> AdaptivePlacement | None:
         return None if self.weights is None else AdaptivePlacement(self.weights, max_interval)
@@ -252,16 +278,31 @@ class TrialEncoder:
         errors = [255 ** 2 / 10 ** (p / 10) if math.isfinite(p) else 0.0
                   for report in summary.keyframes for p in report.psnr]
         return TrialRun(float(np.mean(errors)), tuple(report.frame_index for report in summary.keyframes),
-                        sum(report.bytes for report in summary.keyframes), summary.scenes)
+                        summary.scenes, tuple(summary.cuts))
 
 
 def trial_iterations(iterations: int) -> int:
-    """A trial's share of an iteration budget: a tenth, at least one unless the budget is 0 (no fitting)."""
-    return 0 if iterations == 0 else max(1, iterations // TRIAL_SHARE)
+    """A trial's share of an iteration budget: a tenth, but at least TRIAL_MIN_ITERATIONS (or the
+    whole budget when it is smaller): a fit of one or two iterations measures the starting
+    point, not the structure."""
+    return min(iterations, max(TRIAL_MIN_ITERATIONS, iterations // TRIAL_SHARE))
 
 
-#: DCT8 steps the fill may take, finest last (each at most the encode's own `--latent-step`).
-FILL_STEPS = (0.05, 0.04, 0.03, 0.02, 0.015, 0.01)
+#: DCT8 steps that trim a trial's file onto the budget, coarsest first (about 1 to 1.4 apart:
+#: the latent's bytes change by a few percent between neighbours).
+FILL_STEPS = (0.1, 0.085, 0.07, 0.06, 0.05, 0.042, 0.035, 0.03, 0.025, 0.02, 0.017, 0.014, 0.012, 0.01)
+#: The coarsest step the trimming takes unless --latent-step is coarser: 0.1 decodes within
+#: 0.11 dB of q8 on average (benchmarks/results/latent-codec-cpu.json), 0.05 within 0.04 dB.
+MAX_FILL_STEP = 0.1
+
+
+def fill_steps(asked: float, latent_codec: LatentCodec) -> list[float]:
+    """The steps a trial's file may be trimmed with, coarsest first: `FILL_STEPS` up to
+    MAX_FILL_STEP or `asked`, whichever is coarser, and `asked` itself; only `asked` when
+    the latent codec has no step (q8, f16, f32)."""
+    if latent_codec != LatentCodec.DCT8:
+        return [asked]
+    return sorted({asked, *(s for s in FILL_STEPS if s <= max(asked, MAX_FILL_STEP))}, reverse=True)
 
 
 def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float, int]:
@@ -273,13 +314,31 @@ def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float
                                                  latent_step=step))) + SCENE_START_OVERHEAD for step in steps}
 
 
-def measured_bytes(run: TrialRun, scene_bytes: int, *, control: RateController, scale: float) -> int:
-    """The whole file's bytes from a trial's measured units, scaled from the window to the input:
-    everything but keyframes and scene starts as the rate control estimates it, plus the
-    trial's keyframes, and its scene starts at `scene_bytes` each, with their index entries."""
+def counted_bytes(run: TrialRun, rank: int, scene_bytes: int, *, control: RateController, scale: float) -> int:
+    """The whole file's bytes from a trial's measured structure, scaled from the window to the
+    input: everything but keyframes and scene starts as the rate control estimates it, the
+    trial's keyframes (their count, at the byte model's size for `rank`) and its scene starts
+    (their count, at `scene_bytes` each), with their index entries.
+
+    The keyframes are counted, not weighed: a trial fits a tenth of the iterations, and its
+    factors, nearer their uniform start, code at more bits per symbol than the encode's will
+    (on the sample clip the trial's own keyframe bytes overstated the file by 28 %, the byte
+    model by 17 %; the rate control corrects the rest from the real keyframes as it goes)."""
+    header = control.header
     fixed = control.fixed_bytes - control.latent_bytes
-    units = run.keyframe_bytes + run.scenes * scene_bytes + INDEX_ENTRY * (len(run.keyframes) + run.scenes)
+    per_keyframe = keyframe_bytes(rank, header.cond_tokens, header.cond_dim)
+    units = len(run.keyframes) * per_keyframe + run.scenes * scene_bytes + INDEX_ENTRY * (len(run.keyframes) + run.scenes)
     return round(fixed + scale * units)
+
+
+def trimmed(run: TrialRun, rank: int, sizes: dict[float, int], *, control: RateController, scale: float,
+            budget: float) -> tuple[int, float]:
+    """(estimated bytes, step) of a trial's file at the finest step whose file fits the
+    budget, or at the coarsest step when none fits; `sizes` maps each step to its scene
+    start's bytes (`latent_bytes`), coarsest first."""
+    estimates = [(counted_bytes(run, rank, size, control=control, scale=scale), step) for step, size in sizes.items()]
+    fitting = [estimate for estimate in estimates if estimate[0] <= budget]
+    return fitting[-1] if fitting else estimates[0]
 
 
 def lands(trial: Trial, budget: float) -> bool:
@@ -287,47 +346,100 @@ def lands(trial: Trial, budget: float) -> bool:
     return abs(trial.estimated_bytes / budget - 1) <= RATE_TOLERANCE
 
 
+def choose(trials: Sequence[Trial], budget: float) -> Trial:
+    """The least distortion among the trials that land on the budget (fewer bytes at a tie);
+    when none lands, the one closest to it."""
+    landing = [t for t in trials if lands(t, budget)] or [min(trials, key=lambda t: abs(t.estimated_bytes - budget))]
+    return min(landing, key=lambda t: (t.mse, t.estimated_bytes))
+
+
+def model_bytes(candidate: Candidate, control: RateController, *, frames: int, scene_bytes: int) -> int:
+    """The byte model's whole-file size for `candidate` (`refresh_bytes` or `estimate_bytes`)."""
+    header = control.header
+    if candidate.refresh:
+        return refresh_bytes(candidate.rank, candidate.interval, frames=frames, fixed_bytes=control.fixed_bytes,
+                             scene_bytes=scene_bytes, header=header)
+    return estimate_bytes(candidate.rank, candidate.interval, frames=frames, fixed_bytes=control.fixed_bytes,
+                          cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
+
+
+def retry(trial: Trial, measured: int, control: RateController, *, frames: int, scene_bytes: int,
+          budget: float, tried: set[Candidate]) -> Candidate | None:
+    """The neighbour of `trial`'s candidate (another rank, or another interval), not yet
+    `tried`, predicted to come closest to the budget; None when no neighbour is predicted
+    closer than the candidate itself.
+
+    The prediction is the byte model calibrated on the trial: what it measured (`measured`
+    bytes at the asked latent step) over what the model said, beyond the fixed bytes. That
+    ratio carries what the model cannot know: the fit's symbol statistics, the scene cuts.
+    """
+    fixed = control.fixed_bytes
+    candidate = trial.candidate
+    ratio = (measured - fixed) / max(1, model_bytes(candidate, control, frames=frames, scene_bytes=scene_bytes) - fixed)
+    longest = min(control.max_interval, frames - (2 if candidate.refresh else 1))
+    neighbours = [dataclasses.replace(candidate, rank=rank) for rank in range(1, MAX_TRIAL_RANK + 1)] + \
+        [dataclasses.replace(candidate, interval=interval) for interval in range(2, longest + 1)]
+
+    def miss(other: Candidate) -> float:
+        size = fixed + ratio * (model_bytes(other, control, frames=frames, scene_bytes=scene_bytes) - fixed)
+        return abs(size - budget)
+
+    untried = [other for other in neighbours if other not in tried]
+    closest = min(untried, key=lambda other: (miss(other), other.interval, other.rank), default=None)
+    return closest if closest is not None and miss(closest) < miss(candidate) else None
+
+
 def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) -> Decision:
-    """Trial-encode the window for every candidate that fits and choose by the rule above;
-    then fill what the chosen structure leaves of the budget with a finer DCT8 step.
+    """Trial-encode the window for every candidate that fits, trim each trial's file onto
+    the budget with the scene starts' DCT8 step, and choose by the rule above.
 
     `frames` is the whole input's length (the window's when unknown): candidates are sized
     for it, the trials measured on the window.
     """
     control = setup.rate_control
     asked = setup.settings.latent_step
-    fillable = setup.settings.latent_codec == LatentCodec.DCT8
-    steps = sorted({asked, *(s for s in FILL_STEPS if s < asked and fillable)}, reverse=True)
-    sizes = latent_bytes(setup, window[0], steps)
+    sizes = latent_bytes(setup, window[0], fill_steps(asked, setup.settings.latent_codec))
     found = candidates(control, frames=frames, scene_bytes=sizes[asked])
     if not found:
         choice = control.choose()
         found = [(Candidate(choice.interval, False, choice.rank), choice.estimated_bytes)]
     runner = TrialEncoder(setup, window)
     scale = frames / len(window)
-    trials = []
-    for candidate, _ in found:
-        run = runner.run(candidate)
-        trials.append(Trial(candidate, measured_bytes(run, sizes[asked], control=control, scale=scale), run))
-        log.debug("trial %s: %.2f dB, %d bytes", candidate.describe(), trials[-1].psnr, trials[-1].estimated_bytes)
     budget = control.bitrate * frames / float(control.rate) / 8
-    # the byte model sized the candidates; their measured bytes decide what fits (within the rate's 5 %)
-    fits = [t for t in trials if lands(t, budget)] or \
-        [min(trials, key=lambda t: abs(t.estimated_bytes - budget))]
-    best = min(fits, key=lambda t: (t.mse, t.estimated_bytes))
+
+    def measure(candidate: Candidate, weights: Sequence[float] | None = None) -> Trial:
+        run = runner.run(candidate, weights)
+        trial = Trial(candidate, *trimmed(run, candidate.rank, sizes, control=control, scale=scale, budget=budget),
+                      run=run)
+        log.debug("trial %s: %.2f dB, %d bytes at latent step %g", candidate.describe(), trial.psnr,
+                  trial.estimated_bytes, trial.latent_step)
+        return trial
+
+    trials = [measure(candidate) for candidate, _ in found]
+    best = choose(trials, budget)
+    # a structure that measured less distortion but missed the rate: its neighbour predicted to land
+    # (the byte model knows neither the fit's symbol statistics nor the cuts; the measurement does)
+    retried: set[Candidate] = set()
+    for _ in range(RETRY_ROUNDS):
+        pending = [t for t in trials if t.mse < best.mse and not lands(t, budget) and t.candidate not in retried]
+        for trial in pending:
+            retried.add(trial.candidate)
+            other = retry(trial, counted_bytes(trial.run, trial.candidate.rank, sizes[asked], control=control,
+                                               scale=scale), control,
+                          frames=frames, scene_bytes=sizes[asked], budget=budget,
+                          tried={t.candidate for t in trials})
+            if other is not None:
+                trials.append(measure(other))
+        best = choose(trials, budget)
     weights = None
     if adaptive and len(window) > best.candidate.interval:
         weights = motion_weights(runner.frames)
-        candidate = dataclasses.replace(best.candidate, adaptive=True)
-        run = runner.run(candidate, weights)
-        trials.append(Trial(candidate, measured_bytes(run, sizes[asked], control=control, scale=scale), run))
-        if run.mse < best.mse and lands(trials[-1], budget):
+        trials.append(measure(dataclasses.replace(best.candidate, adaptive=True), weights))
+        if trials[-1].mse < best.mse and lands(trials[-1], budget):
             best = trials[-1]
         else:
             weights = None
-    fitting = [s for s in steps if measured_bytes(best.run, sizes[s], control=control, scale=scale) <= budget]
-    step = fitting[-1] if fitting else asked
     log.info("rate-distortion trials (%d, window of %d frames at %dx%d): chose %s, %.2f dB; latent step %g",
              len(trials), len(window), runner.header.width, runner.header.height, best.candidate.describe(),
-             best.psnr, step)
-    return Decision(best, tuple(trials), weights, step)
+             best.psnr, best.latent_step)
+    return Decision(best, tuple(trials), weights)
