@@ -58,3 +58,29 @@ def test_reserved_bytes_are_spent_before_the_intervals():
     assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, reserved=639) == 8
     # with refresh each interval also pays its scene start and first keyframe: 2693 / (213 + 400 + 26) = 4.2
     assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, extra_per_interval=400) == 20
+
+
+def test_fill_steps_and_the_step_that_spends_a_target():
+    from libpromptus.bitstream import LatentCodec
+    from libpromptus.encoder.ratecontrol import MAX_FILL_STEP, fill_steps, pick_step
+
+    steps = fill_steps(0.05, LatentCodec.DCT8)
+    assert steps[0] == MAX_FILL_STEP and steps[-1] == 0.01 and steps == sorted(steps, reverse=True)
+    assert fill_steps(0.3, LatentCodec.DCT8)[:2] == [0.3, 0.1]          # never coarser than asked beyond 0.1
+    assert fill_steps(0.05, LatentCodec.Q8) == [0.05]                    # q8 has no step
+    sizes = {0.1: 200, 0.05: 300, 0.02: 700}
+    assert pick_step(sizes, 300) == 0.05                                 # the finest that fits
+    assert pick_step(sizes, 10_000) == 0.02
+    assert pick_step(sizes, 100) == 0.1                                  # none fits: the coarsest
+
+
+def test_a_scene_start_takes_what_lets_its_scene_end_on_budget():
+    control = RateController(10_000, HEADER, frames=90)
+    per_frame = 10_000 / 30 / 8
+    # a scene of 9 frames from frame 20, a keyframe every 4 (keyframes 20, 24, 28: 3 of 200 bytes);
+    # spent: 600 written + 13 x (3 + 2 + 1) + 18 closing = 696
+    assert control.scene_start_target(20, length=9, interval=4, keyframe_size=200, bytes_written=600,
+                                      keyframes=3, scenes=2) == pytest.approx(per_frame * 29 - 696 - 3 * 213)
+    # a scene of one frame: one keyframe
+    assert control.scene_start_target(20, length=1, interval=4, keyframe_size=200, bytes_written=600,
+                                      keyframes=3, scenes=2) == pytest.approx(per_frame * 21 - 696 - 213)

@@ -91,13 +91,12 @@ def test_candidates_fill_the_budget_and_grow_with_it():
 
 
 def test_refresh_bytes_counts_scenes_and_keyframes():
-    header = TINY.sequence_header(width=32, height=32, fps_num=30, fps_den=1, frame_count=12)
     per_keyframe = rdo.keyframe_bytes(1, 77, 1024) + rdo.INDEX_ENTRY
     # 12 frames, interval 3: scenes 0-3, 4-7, 8-11, two keyframes each; two more scene starts
-    assert rdo.refresh_bytes(1, 3, frames=12, fixed_bytes=500, scene_bytes=100, header=header) == \
+    assert rdo.refresh_bytes(1, 3, frames=12, fixed_bytes=500, scene_bytes=100) == \
         round(500 + 2 * (100 + rdo.INDEX_ENTRY) + 6 * per_keyframe)
     # 13 frames: a fourth scene of one frame, one keyframe
-    assert rdo.refresh_bytes(1, 3, frames=13, fixed_bytes=500, scene_bytes=100, header=header) == \
+    assert rdo.refresh_bytes(1, 3, frames=13, fixed_bytes=500, scene_bytes=100) == \
         round(500 + 3 * (100 + rdo.INDEX_ENTRY) + 7 * per_keyframe)
 
 
@@ -170,9 +169,6 @@ def test_a_trial_is_counted_and_trimmed_onto_the_budget():
     assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.02]) == (fits[0.02], 0.02)
     # ... or the coarsest when none does
     assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.1] - 1) == (fits[0.1], 0.1)
-    assert rdo.fill_steps(0.05, rdo.LatentCodec.DCT8)[0] == rdo.MAX_FILL_STEP
-    assert rdo.fill_steps(0.3, rdo.LatentCodec.DCT8)[0] == 0.3          # never coarser than asked, beyond 0.1
-    assert rdo.fill_steps(0.05, rdo.LatentCodec.Q8) == [0.05]           # q8 has no step
 
 
 def test_a_trial_that_missed_is_retried_where_its_calibrated_model_lands():

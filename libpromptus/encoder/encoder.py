@@ -22,9 +22,11 @@ from ..bitstream import (
     Keyframe,
     LatentCodec,
     SceneCut,
+    SceneStart,
     SequenceHeader,
     StreamWriter,
 )
+from ..bitstream.syntax import encode_payload
 from ..decoder.decoding import generate_interval, input_latent
 from ..engines import DEFAULT_BATCH, Engine
 from ..process.noise import noise_tensor
@@ -33,7 +35,7 @@ from ..process.quality import psnr
 from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .ratecontrol import INDEX_ENTRY, RateController
+from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ class Encoder:
         self._pending: list[np.ndarray] = []          # frames after the last keyframe
         self._last_pending = -1                       # display index of the last pending frame
         self._previous_key: tuple[int, Keyframe] | None = None
-        self._scene_start_bytes = 0                   # the last scene start unit's size
+        self._scene_start_bytes = 0                   # the last scene start unit's size at --latent-step (the plan's)
         self._previous_latent: torch.Tensor | None = None   # P, the generated latent of the last keyframe
         self._last_scene_latent: torch.Tensor | None = None
         self._next_frame = 0
@@ -207,13 +209,47 @@ class Encoder:
 
     # ------------------------------------------------------------------ scenes and keyframes
 
+    def _scene_start(self, index: int, latent: torch.Tensor) -> tuple[SceneStart, int]:
+        """The scene start unit of frame `index`: at `--latent-step`, except that with a rate
+        control every scene start after the first takes the DCT8 step whose size lets its
+        scene end on budget (`RateController.scene_start_target`). The scene is expected
+        to last an interval and its closing frame with refresh, else up to the next scene
+        cut the trials found or the input's end (an interval and a frame when that is unknown).
+
+        Also returns how many bytes more than at `--latent-step` the unit's payload took:
+        the intervals are planned with scene starts at the plan's step, and only what the
+        plan could not foresee goes to the step (two knobs chasing one budget would
+        otherwise trade scenes for finer latents)."""
+        settings = self.settings
+        values = latent.numpy()
+        steps = fill_steps(settings.latent_step, settings.latent_codec)
+        control = self._rate_control
+        if control is None or self.summary.scenes == 0 or len(steps) == 1:
+            return scene_start(index, values, settings.latent_codec, settings.coding,
+                               latent_step=settings.latent_step), 0
+        interval = self._nominal_interval
+        ends = [cut for cut in self._planned_cuts if cut > index]
+        if control.frames is not None:
+            ends.append(control.frames)
+        length = interval + 1 if settings.refresh or not ends else min(ends) - index
+        if control.frames is not None:
+            length = max(1, min(length, control.frames - index))
+        target = control.scene_start_target(index, length=length, interval=interval,
+                                            keyframe_size=self.summary.keyframes[-1].bytes,
+                                            bytes_written=self._writer.size, keyframes=len(self.summary.keyframes),
+                                            scenes=self.summary.scenes)
+        units = {step: scene_start(index, values, settings.latent_codec, settings.coding, latent_step=step)
+                 for step in steps}
+        sizes = {step: len(encode_payload(unit)) for step, unit in units.items()}
+        step = pick_step(sizes, target)
+        return units[step], sizes[step] - sizes[settings.latent_step]
+
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
-        unit = scene_start(index, latent.numpy(), self.settings.latent_codec, self.settings.coding,
-                           latent_step=self.settings.latent_step)
+        unit, excess = self._scene_start(index, latent)
         if cut:
             self._writer.write(SceneCut(index))
             self.summary.cuts.append(index)
-        self._scene_start_bytes = self._writer.write(unit)
+        self._scene_start_bytes = self._writer.write(unit) - excess
         self._refresh_due = False
         self.summary.scenes += 1
         self._last_scene_latent = latent

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from ..bitstream import SequenceHeader
+from ..bitstream import LatentCodec, SequenceHeader
 from ..bitstream.framing import PREFIX_SIZE
 from ..bitstream.limits import MAX_KEYFRAME_INTERVAL
 
@@ -53,6 +53,24 @@ LADDER_INTERVALS = range(2, 11)
 INTERVALS = range(2, 31)
 
 
+#: DCT8 steps that trim a file onto the budget, coarsest first (about 1 to 1.4 apart: the
+#: latent's bytes change by a few percent between neighbours); the rate-distortion trials
+#: take one for the encode, and each later scene start one for what is left of the budget.
+FILL_STEPS = (0.1, 0.085, 0.07, 0.06, 0.05, 0.042, 0.035, 0.03, 0.025, 0.02, 0.017, 0.014, 0.012, 0.01)
+#: The coarsest step the trimming takes unless --latent-step is coarser: 0.1 decodes within
+#: 0.11 dB of q8 on average (benchmarks/results/latent-codec-cpu.json), 0.05 within 0.04 dB.
+MAX_FILL_STEP = 0.1
+
+
+def fill_steps(asked: float, latent_codec: LatentCodec) -> list[float]:
+    """The steps a file may be trimmed with, coarsest first: `FILL_STEPS` up to MAX_FILL_STEP
+    or `asked`, whichever is coarser, and `asked` itself; only `asked` when the latent codec
+    has no step (q8, f16, f32)."""
+    if latent_codec != LatentCodec.DCT8:
+        return [asked]
+    return sorted({asked, *(s for s in FILL_STEPS if s <= max(asked, MAX_FILL_STEP))}, reverse=True)
+
+
 @dataclass(frozen=True)
 class RateChoice:
     rank: int
@@ -75,6 +93,18 @@ def estimate_bytes(rank: int, interval: int, *, frames: int, fixed_bytes: int, c
     """Whole-file size for one scene of `frames` frames; `fixed_bytes` is everything but keyframes."""
     count = keyframe_count(frames, interval)
     return round(fixed_bytes + count * (keyframe_bytes(rank, cond_tokens, cond_dim) + INDEX_ENTRY))
+
+
+def refresh_bytes(rank: int, interval: int, *, frames: int, fixed_bytes: int, scene_bytes: int,
+                  cond_tokens: int = 77, cond_dim: int = 1024) -> int:
+    """Whole-file size when every interval of `interval` frames is a scene of its own
+    (`fixed_bytes` holds the first scene start): scenes of interval + 1 frames, each a
+    scene start of `scene_bytes` and two keyframes (one when a scene is a single frame)."""
+    length = interval + 1
+    scenes = math.ceil(frames / length)
+    keyframes = 2 * scenes - (1 if frames % length == 1 else 0)
+    per_keyframe = keyframe_bytes(rank, cond_tokens, cond_dim) + INDEX_ENTRY
+    return round(fixed_bytes + (scenes - 1) * (scene_bytes + INDEX_ENTRY) + keyframes * per_keyframe)
 
 
 def choose(target_bits_per_second: float, *, frames: int, rate: float, fixed_bytes: int, cond_tokens: int = 77,
@@ -167,6 +197,28 @@ class RateController:
             affordable = round((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
             wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.max_interval
         return max(1, min(self.max_interval, wanted))
+
+    def scene_start_target(self, frame: int, *, length: int, interval: int, keyframe_size: int,
+                           bytes_written: int, keyframes: int, scenes: int) -> float:
+        """The bytes a scene start at `frame` may take so that its scene, `length` frames with
+        a keyframe every `interval` (each `keyframe_size` bytes, as the last one), ends on
+        budget: the budget up to the scene's end, paced evenly per frame, less what was
+        written before it (with the index entries and closing units to come) and less the
+        scene's keyframes. Each later scene start's DCT8 step follows it (`pick_step`): the
+        keyframes' real sizes, which the plan could only estimate, are settled where a knob
+        is fine enough. Pacing per frame needs no input length: a live encode paces the same way.
+        """
+        per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
+        spent = bytes_written + INDEX_ENTRY * (keyframes + scenes + 1) + CLOSING_BYTES
+        scene_keyframes = 1 + math.ceil((length - 1) / interval)
+        return per_frame * (frame + length) - spent - scene_keyframes * (keyframe_size + INDEX_ENTRY)
+
+
+def pick_step(sizes: dict[float, int], target: float) -> float:
+    """The finest step whose size (`sizes`: step -> bytes, coarsest first) is at most
+    `target`, else the coarsest."""
+    fitting = [step for step, size in sizes.items() if size <= target]
+    return fitting[-1] if fitting else next(iter(sizes))
 
 
 def parse_bitrate(text: str) -> float:

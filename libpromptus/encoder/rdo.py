@@ -44,7 +44,8 @@ measures lower distortion than uniform placement and lands.
 The encode then starts from the chosen rank, interval and step, and the rate controller
 adapts the nominal interval after every keyframe from the real keyframes' bytes, with
 the bytes of the scene cuts the chosen trial found ahead reserved (and, with refresh,
-each interval's scene start and first keyframe counted).
+each interval's scene start and first keyframe counted); each later scene start takes
+the step that lets its scene end on budget (`RateController.scene_start_target`).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..bitstream import LatentCodec, StreamWriter
+from ..bitstream import StreamWriter
 from ..bitstream.syntax import encode_payload
 from ..process.quantization import scene_start
 from .encoder import Encoder, frame_latent
@@ -67,7 +68,9 @@ from .ratecontrol import (
     SCENE_START_OVERHEAD,
     RateController,
     estimate_bytes,
+    fill_steps,
     keyframe_bytes,
+    refresh_bytes,
 )
 
 log = logging.getLogger("libpromptus")
@@ -208,35 +211,20 @@ def downscale(frames: Sequence[np.ndarray], width: int, height: int) -> list[np.
     return list(small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
 
 
-def refresh_bytes(rank: int, interval: int, *, frames: int, fixed_bytes: int, scene_bytes: int, header) -> int:
-    """Whole-file size when every interval of `interval` frames is a scene of its own
-    (`fixed_bytes` holds the first scene start): scenes of interval + 1 frames, each a
-    scene start and two keyframes (one when a scene is a single frame)."""
-    length = interval + 1
-    scenes = math.ceil(frames / length)
-    keyframes = 2 * scenes - (1 if frames % length == 1 else 0)
-    per_keyframe = keyframe_bytes(rank, header.cond_tokens, header.cond_dim) + INDEX_ENTRY
-    return round(fixed_bytes + (scenes - 1) * (scene_bytes + INDEX_ENTRY) + keyframes * per_keyframe)
-
-
 def candidates(control: RateController, *, frames: int, scene_bytes: int) -> list[tuple[Candidate, int]]:
-    """Every (candidate, estimated bytes) that fits -b:v over `frames`: per structure, the largest rank."""
-    header = control.header
+    """Every (candidate, estimated bytes) that fits -b:v over `frames`: per structure, the
+    largest rank (sizes grow with the rank, so the search stops at the first that does not fit)."""
     budget = control.bitrate * frames / float(control.rate) / 8
-    fixed = control.fixed_bytes
     found: list[tuple[Candidate, int]] = []
     for interval in (g for g in INTERVAL_LADDER if g < max(frames, 2) and g <= control.max_interval):
         for refresh in (False, True)[:1 + (interval + 1 < frames)]:
             best = None
             for rank in range(1, MAX_TRIAL_RANK + 1):
-                if refresh:
-                    size = refresh_bytes(rank, interval, frames=frames, fixed_bytes=fixed, scene_bytes=scene_bytes,
-                                         header=header)
-                else:
-                    size = estimate_bytes(rank, interval, frames=frames, fixed_bytes=fixed,
-                                          cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
-                if size <= budget:
-                    best = (Candidate(interval, refresh, rank), size)
+                candidate = Candidate(interval, refresh, rank)
+                size = model_bytes(candidate, control, frames=frames, scene_bytes=scene_bytes)
+                if size > budget:
+                    break
+                best = (candidate, size)
             if best is not None:
                 found.append(best)
     return found
@@ -286,23 +274,6 @@ def trial_iterations(iterations: int) -> int:
     whole budget when it is smaller): a fit of one or two iterations measures the starting
     point, not the structure."""
     return min(iterations, max(TRIAL_MIN_ITERATIONS, iterations // TRIAL_SHARE))
-
-
-#: DCT8 steps that trim a trial's file onto the budget, coarsest first (about 1 to 1.4 apart:
-#: the latent's bytes change by a few percent between neighbours).
-FILL_STEPS = (0.1, 0.085, 0.07, 0.06, 0.05, 0.042, 0.035, 0.03, 0.025, 0.02, 0.017, 0.014, 0.012, 0.01)
-#: The coarsest step the trimming takes unless --latent-step is coarser: 0.1 decodes within
-#: 0.11 dB of q8 on average (benchmarks/results/latent-codec-cpu.json), 0.05 within 0.04 dB.
-MAX_FILL_STEP = 0.1
-
-
-def fill_steps(asked: float, latent_codec: LatentCodec) -> list[float]:
-    """The steps a trial's file may be trimmed with, coarsest first: `FILL_STEPS` up to
-    MAX_FILL_STEP or `asked`, whichever is coarser, and `asked` itself; only `asked` when
-    the latent codec has no step (q8, f16, f32)."""
-    if latent_codec != LatentCodec.DCT8:
-        return [asked]
-    return sorted({asked, *(s for s in FILL_STEPS if s <= max(asked, MAX_FILL_STEP))}, reverse=True)
 
 
 def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float, int]:
@@ -358,7 +329,7 @@ def model_bytes(candidate: Candidate, control: RateController, *, frames: int, s
     header = control.header
     if candidate.refresh:
         return refresh_bytes(candidate.rank, candidate.interval, frames=frames, fixed_bytes=control.fixed_bytes,
-                             scene_bytes=scene_bytes, header=header)
+                             scene_bytes=scene_bytes, cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
     return estimate_bytes(candidate.rank, candidate.interval, frames=frames, fixed_bytes=control.fixed_bytes,
                           cond_tokens=header.cond_tokens, cond_dim=header.cond_dim)
 
