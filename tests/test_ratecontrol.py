@@ -56,8 +56,9 @@ def test_reserved_bytes_are_spent_before_the_intervals():
     # 3750 - 1057 - 639 reserved (one cut ahead: a scene start and two keyframes) = 2054; / 213 = 9.6
     # -> 10 keyframes for 80 frames
     assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, reserved=639) == 8
-    # with refresh each interval also pays its scene start and first keyframe: 2693 / (213 + 400 + 26) = 4.2
-    assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, extra_per_interval=400) == 20
+    # with refresh each interval but the last also pays its scene start and first keyframe:
+    # (2693 + 426) / (213 + 400 + 26) = 4.9 -> 5 intervals for 80 frames
+    assert control.next_interval(200, 10, bytes_written=1000, keyframes=2, scenes=1, extra_per_interval=400) == 16
 
 
 def test_fill_steps_and_the_step_that_spends_a_target():

@@ -184,17 +184,19 @@ class RateController:
         `reserved` bytes of what is known to come (scene cuts ahead). The next
         intervals are assumed to cost what the last keyframe did, plus `extra_per_interval`
         (with refresh scenes: the scene start and first keyframe that follow each
-        interval, with their index entries). Without a known length, the budget is spent
+        interval but the last, with their index entries). Without a known length, the budget is spent
         per frame as it comes.
         """
         per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
         spent = bytes_written + INDEX_ENTRY * keyframes + INDEX_ENTRY * scenes + CLOSING_BYTES + reserved
-        cost = keyframe_size + INDEX_ENTRY + (extra_per_interval + 2 * INDEX_ENTRY if extra_per_interval else 0)
+        extra = extra_per_interval + 2 * INDEX_ENTRY if extra_per_interval else 0
+        cost = keyframe_size + INDEX_ENTRY + extra
         total = self.frames
         if total is None or total <= frames_done:
             wanted = math.ceil((spent + cost) / per_frame - frames_done)
         else:
-            affordable = round((per_frame * total - spent) / cost)   # keyframes the rest of the budget pays for
+            # intervals the rest of the budget pays for; the last one is followed by no refresh
+            affordable = round((per_frame * total - spent + extra) / cost)
             wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.max_interval
         return max(1, min(self.max_interval, wanted))
 
