@@ -75,13 +75,24 @@ def test_fill_steps_and_the_step_that_spends_a_target():
     assert pick_step(sizes, 100) == 0.1                                  # none fits: the coarsest
 
 
-def test_a_scene_start_takes_what_lets_its_scene_end_on_budget():
+def test_a_scene_start_takes_what_lets_the_stream_end_on_budget():
     control = RateController(10_000, HEADER, frames=90)
     per_frame = 10_000 / 30 / 8
-    # a scene of 9 frames from frame 20, a keyframe every 4 (keyframes 20, 24, 28: 3 of 200 bytes);
+    # to frame 90: 5 keyframes of 200 bytes and 2 later scene starts of 300 still to come;
     # spent: 600 written + 13 x (3 + 2 + 1) + 18 closing = 696
-    assert control.scene_start_target(20, length=9, interval=4, keyframe_size=200, bytes_written=600,
-                                      keyframes=3, scenes=2) == pytest.approx(per_frame * 29 - 696 - 3 * 213)
-    # a scene of one frame: one keyframe
-    assert control.scene_start_target(20, length=1, interval=4, keyframe_size=200, bytes_written=600,
-                                      keyframes=3, scenes=2) == pytest.approx(per_frame * 21 - 696 - 213)
+    assert control.scene_start_target(90, keyframes_ahead=5, scenes_ahead=2, keyframe_size=200, scene_size=300,
+                                      bytes_written=600, keyframes=3, scenes=2) == \
+        pytest.approx(per_frame * 90 - 696 - 5 * 213 - 2 * 313)
+
+
+def test_the_structure_still_to_come():
+    from libpromptus.encoder.ratecontrol import remaining_structure
+
+    # refresh, interval 4: scenes of 5 frames; 12 frames: 3 scenes (the last of 2 frames), 6 keyframes
+    assert remaining_structure(12, 4, refresh=True) == (2, 6)
+    # 11 frames: the last scene is one frame, one keyframe
+    assert remaining_structure(11, 4, refresh=True) == (2, 5)
+    # a chain, interval 4, 12 frames: keyframes 0, 4, 8, 11
+    assert remaining_structure(12, 4, refresh=False) == (0, 4)
+    # a cut at 6: scenes 0-5 (keyframes 0, 4, 5) and 6-11 (6, 10, 11)
+    assert remaining_structure(12, 4, refresh=False, cuts=[6]) == (1, 6)

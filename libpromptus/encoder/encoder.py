@@ -35,7 +35,7 @@ from ..process.quality import psnr
 from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step
+from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step, remaining_structure
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,11 @@ class Encoder:
 
     def _scene_start(self, index: int, latent: torch.Tensor) -> tuple[SceneStart, int]:
         """The scene start unit of frame `index`: at `--latent-step`, except that with a rate
-        control every scene start after the first takes the DCT8 step whose size lets its
-        scene end on budget (`RateController.scene_start_target`). The scene is expected
-        to last an interval and its closing frame with refresh, else up to the next scene
-        cut the trials found or the input's end (an interval and a frame when that is unknown).
+        control every scene start after the first takes the DCT8 step whose size lets the
+        stream end on budget (`RateController.scene_start_target`), with what is still to
+        come planned at the nominal interval: refresh scenes, or the scene cuts the trials
+        found. Without an input length it paces to this scene's expected end (an interval
+        and its closing frame).
 
         Also returns how many bytes more than at `--latent-step` the unit's payload took:
         the intervals are planned with scene starts at the plan's step, and only what the
@@ -228,16 +229,17 @@ class Encoder:
             return scene_start(index, values, settings.latent_codec, settings.coding,
                                latent_step=settings.latent_step), 0
         interval = self._nominal_interval
-        ends = [cut for cut in self._planned_cuts if cut > index]
-        if control.frames is not None:
-            ends.append(control.frames)
-        length = interval + 1 if settings.refresh or not ends else min(ends) - index
-        if control.frames is not None:
-            length = max(1, min(length, control.frames - index))
-        target = control.scene_start_target(index, length=length, interval=interval,
+        if control.frames is None or control.frames <= index:
+            end, scenes_ahead, keyframes_ahead = index + interval + 1, 0, 2
+        else:
+            end = control.frames
+            scenes_ahead, keyframes_ahead = remaining_structure(
+                end - index, interval, refresh=settings.refresh,
+                cuts=[cut - index for cut in self._planned_cuts if index < cut < end])
+        target = control.scene_start_target(end, keyframes_ahead=keyframes_ahead, scenes_ahead=scenes_ahead,
                                             keyframe_size=self.summary.keyframes[-1].bytes,
-                                            bytes_written=self._writer.size, keyframes=len(self.summary.keyframes),
-                                            scenes=self.summary.scenes)
+                                            scene_size=self._scene_start_bytes, bytes_written=self._writer.size,
+                                            keyframes=len(self.summary.keyframes), scenes=self.summary.scenes)
         units = {step: scene_start(index, values, settings.latent_codec, settings.coding, latent_step=step)
                  for step in steps}
         sizes = {step: len(encode_payload(unit)) for step, unit in units.items()}

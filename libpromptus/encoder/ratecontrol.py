@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -95,14 +96,31 @@ def estimate_bytes(rank: int, interval: int, *, frames: int, fixed_bytes: int, c
     return round(fixed_bytes + count * (keyframe_bytes(rank, cond_tokens, cond_dim) + INDEX_ENTRY))
 
 
+def refresh_structure(frames: int, interval: int) -> tuple[int, int]:
+    """(scenes, keyframes) of `frames` frames when every interval is a scene of its own:
+    scenes of interval + 1 frames, two keyframes each (one when a scene is a single frame)."""
+    length = interval + 1
+    scenes = math.ceil(frames / length)
+    return scenes, 2 * scenes - (1 if frames % length == 1 else 0)
+
+
+def remaining_structure(frames: int, interval: int, *, refresh: bool, cuts: Sequence[int] = ()) -> tuple[int, int]:
+    """(scene starts after the first, keyframes) of the `frames` frames from a scene start on,
+    a keyframe every `interval`: with refresh every interval a scene, else one scene up to
+    each cut (`cuts`: offsets from the scene start, 0 < cut < frames)."""
+    if refresh:
+        scenes, keyframes = refresh_structure(frames, interval)
+        return scenes - 1, keyframes
+    bounds = [0, *sorted(cuts), frames]
+    return len(cuts), sum(keyframe_count(end - start, interval) for start, end in zip(bounds, bounds[1:]))
+
+
 def refresh_bytes(rank: int, interval: int, *, frames: int, fixed_bytes: int, scene_bytes: int,
                   cond_tokens: int = 77, cond_dim: int = 1024) -> int:
     """Whole-file size when every interval of `interval` frames is a scene of its own
     (`fixed_bytes` holds the first scene start): scenes of interval + 1 frames, each a
     scene start of `scene_bytes` and two keyframes (one when a scene is a single frame)."""
-    length = interval + 1
-    scenes = math.ceil(frames / length)
-    keyframes = 2 * scenes - (1 if frames % length == 1 else 0)
+    scenes, keyframes = refresh_structure(frames, interval)
     per_keyframe = keyframe_bytes(rank, cond_tokens, cond_dim) + INDEX_ENTRY
     return round(fixed_bytes + (scenes - 1) * (scene_bytes + INDEX_ENTRY) + keyframes * per_keyframe)
 
@@ -200,20 +218,20 @@ class RateController:
             wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.max_interval
         return max(1, min(self.max_interval, wanted))
 
-    def scene_start_target(self, frame: int, *, length: int, interval: int, keyframe_size: int,
-                           bytes_written: int, keyframes: int, scenes: int) -> float:
-        """The bytes a scene start at `frame` may take so that its scene, `length` frames with
-        a keyframe every `interval` (each `keyframe_size` bytes, as the last one), ends on
-        budget: the budget up to the scene's end, paced evenly per frame, less what was
-        written before it (with the index entries and closing units to come) and less the
-        scene's keyframes. Each later scene start's DCT8 step follows it (`pick_step`): the
-        keyframes' real sizes, which the plan could only estimate, are settled where a knob
-        is fine enough. Pacing per frame needs no input length: a live encode paces the same way.
+    def scene_start_target(self, end: int, *, keyframes_ahead: int, scenes_ahead: int, keyframe_size: int,
+                           scene_size: int, bytes_written: int, keyframes: int, scenes: int) -> float:
+        """The bytes a scene start may take so that the stream ends on budget at frame `end`
+        (the input's end, or the scene's when the length is unknown): the budget up to
+        there, paced evenly per frame, less what was written (with the index entries and
+        closing units to come), the `keyframes_ahead` at `keyframe_size` (the last one's)
+        and the `scenes_ahead` later scene starts at `scene_size` (the plan's). Each later
+        scene start's DCT8 step follows it (`pick_step`): the keyframes' real sizes, which
+        the plan could only estimate, are settled where a knob is fine enough.
         """
         per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
         spent = bytes_written + INDEX_ENTRY * (keyframes + scenes + 1) + CLOSING_BYTES
-        scene_keyframes = 1 + math.ceil((length - 1) / interval)
-        return per_frame * (frame + length) - spent - scene_keyframes * (keyframe_size + INDEX_ENTRY)
+        return (per_frame * end - spent - keyframes_ahead * (keyframe_size + INDEX_ENTRY)
+                - scenes_ahead * (scene_size + INDEX_ENTRY))
 
 
 def pick_step(sizes: dict[float, int], target: float) -> float:
