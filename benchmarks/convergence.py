@@ -54,6 +54,7 @@ def clips(folder: Path, frames: int, size: int) -> dict[str, str]:
 
 
 def run(source: str, out: Path, budget: int, warm: bool, frames: int, size: int, patience: int | None = None) -> dict:
+    """One encode at `budget` iterations per keyframe; `patience` None fits the whole budget."""
     stats = io.StringIO()
     began = time.perf_counter()
     encode(source, str(out), overwrite=True, model="tiny", rank=4, interval=4, iterations=budget,

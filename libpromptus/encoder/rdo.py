@@ -45,7 +45,7 @@ The encode then starts from the chosen rank, interval and step, and the rate con
 adapts the nominal interval after every keyframe from the real keyframes' bytes, with
 the bytes of the scene cuts the chosen trial found ahead reserved (and, with refresh,
 each interval's scene start and first keyframe counted); each later scene start takes
-the step that lets its scene end on budget (`RateController.scene_start_target`).
+the step that lets the stream end on budget (`RateController.scene_start_target`).
 """
 from __future__ import annotations
 
