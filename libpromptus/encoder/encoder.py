@@ -85,8 +85,8 @@ class EncodeSummary:
     frames: int = 0
     scenes: int = 0
     keyframes: list[KeyframeReport] = field(default_factory=list)
-    cuts: list[int] = field(default_factory=list)   # the frames where a scene cut started a scene
     bytes: int = 0
+    cuts: list[int] = field(default_factory=list)   # the frames where a scene cut started a scene
 
 
 def stats_psnr(values: list[float]) -> list[float | None]:

@@ -354,7 +354,8 @@ def _finished_result(target: Path, checkpoint: Checkpoint, work: WorkDirectory) 
     log.info("%s: the interrupted encode had already finished; nothing to resume", target)
     work.remove()
     keyframes = [KeyframeReport(**k) for k in checkpoint.state["keyframes"]]
-    summary = EncodeSummary(stream.frame_count, checkpoint.state["scenes"], keyframes, len(data))
+    summary = EncodeSummary(stream.frame_count, checkpoint.state["scenes"], keyframes, len(data),
+                            list(checkpoint.state["cuts"]))
     return EncodeResult.of(summary, _rate(stream.header), checkpoint.rank, checkpoint.interval)
 
 
