@@ -105,6 +105,15 @@ def frame_latent(latent_encoder, header: SequenceHeader, frame: np.ndarray) -> t
     return latent_encoder.encode(padded)[0].cpu()
 
 
+def scene_starts_by_step(index: int, latent: np.ndarray, settings: EncoderSettings,
+                         steps: Sequence[float]) -> dict[float, tuple[SceneStart, int]]:
+    """Per DCT8 step: frame `index`'s scene start unit in the encode's latent codec and its
+    payload's bytes (what the rate control and the rate-distortion trials weigh)."""
+    units = {step: scene_start(index, latent, settings.latent_codec, settings.coding, latent_step=step)
+             for step in steps}
+    return {step: (unit, len(encode_payload(unit))) for step, unit in units.items()}
+
+
 def check_frame(header: SequenceHeader, frame: np.ndarray, index: int) -> None:
     """Refuse a frame that is not uint8 [height, width, 3] of the stream's size."""
     if frame.shape != (header.height, header.width, 3) or frame.dtype != np.uint8:
@@ -240,11 +249,9 @@ class Encoder:
                                             keyframe_size=self.summary.keyframes[-1].bytes,
                                             scene_size=self._scene_start_bytes, bytes_written=self._writer.size,
                                             keyframes=len(self.summary.keyframes), scenes=self.summary.scenes)
-        units = {step: scene_start(index, values, settings.latent_codec, settings.coding, latent_step=step)
-                 for step in steps}
-        sizes = {step: len(encode_payload(unit)) for step, unit in units.items()}
-        step = pick_step(sizes, target)
-        return units[step], sizes[step] - sizes[settings.latent_step]
+        units = scene_starts_by_step(index, values, settings, steps)
+        step = pick_step({step: size for step, (_, size) in units.items()}, target)
+        return units[step][0], units[step][1] - units[settings.latent_step][1]
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
         unit, excess = self._scene_start(index, latent)

@@ -60,9 +60,7 @@ import numpy as np
 import torch
 
 from ..bitstream import StreamWriter
-from ..bitstream.syntax import encode_payload
-from ..process.quantization import scene_start
-from .encoder import Encoder, frame_latent
+from .encoder import Encoder, frame_latent, scene_starts_by_step
 from .ratecontrol import (
     INDEX_ENTRY,
     SCENE_START_OVERHEAD,
@@ -279,10 +277,9 @@ def trial_iterations(iterations: int) -> int:
 def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float, int]:
     """Per step: the full-size scene start of `frame` in the encode's latent codec, with its
     unit overhead (what each scene start costs)."""
-    settings = setup.settings
     latent = frame_latent(setup.latent_encoder, setup.header, frame).numpy()
-    return {step: len(encode_payload(scene_start(0, latent, settings.latent_codec, settings.coding,
-                                                 latent_step=step))) + SCENE_START_OVERHEAD for step in steps}
+    return {step: size + SCENE_START_OVERHEAD
+            for step, (_, size) in scene_starts_by_step(0, latent, setup.settings, steps).items()}
 
 
 def counted_bytes(run: TrialRun, rank: int, scene_bytes: int, *, control: RateController, scale: float) -> int:
