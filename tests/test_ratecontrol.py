@@ -77,12 +77,30 @@ def test_fill_steps_and_the_step_that_spends_a_target():
 
 def test_a_scene_start_takes_what_lets_the_stream_end_on_budget():
     control = RateController(10_000, HEADER, frames=90)
-    per_frame = 10_000 / 30 / 8
-    # to frame 90: 5 keyframes of 200 bytes and 2 later scene starts of 300 still to come;
-    # spent: 600 written + 13 x (3 + 2 + 1) + 18 closing = 696
-    assert control.scene_start_target(90, keyframes_ahead=5, scenes_ahead=2, keyframe_size=200, scene_size=300,
-                                      bytes_written=600, keyframes=3, scenes=2) == \
-        pytest.approx(per_frame * 90 - 696 - 5 * 213 - 2 * 313)
+    budget = 10_000 / 30 / 8 * 90                                        # 3750 bytes
+    # spent: 600 written + 13 x (3 keyframes + 2 scenes + this one) + 18 closing = 696
+    written = dict(keyframe_size=200, scene_size=300, bytes_written=600, keyframes=3, scenes=2)
+    # frame 30, interval 20, a cut at 50 (the ones at 10 and 95 are behind and beyond): scenes
+    # 30-49 (keyframes 30, 49) and 50-89 (50, 70, 89): 5 keyframes of 200, 1 scene start of 300
+    target = control.scene_start_target(30, interval=20, refresh=False, cuts=[10, 50, 95], floor=0, **written)
+    assert target == pytest.approx(budget - 696 - 5 * 213 - 1 * 313)
+    # refresh at interval 9: 6 scenes of 10 frames, 5 of them ahead, 12 keyframes; less than
+    # nothing is left, so the plan's interval lengthens until the coarsest step (floor) fits:
+    # interval 14, 4 scenes of 15 frames (3 ahead, 8 keyframes) leave 411 bytes
+    assert control.scene_start_target(30, interval=9, refresh=True, cuts=[], floor=100, **written) == \
+        pytest.approx(budget - 696 - 8 * 213 - 3 * 313)
+    # a floor of 500 takes interval 19: 3 scenes of 20 frames, 2 ahead, 6 keyframes
+    assert control.scene_start_target(30, interval=9, refresh=True, cuts=[], floor=500, **written) == \
+        pytest.approx(budget - 696 - 6 * 213 - 2 * 313)
+    # a floor nothing reaches: the longest interval, this scene alone (2 keyframes)
+    assert control.scene_start_target(30, interval=9, refresh=True, cuts=[], floor=1e9, **written) == \
+        pytest.approx(budget - 696 - 2 * 213)
+    # without refresh the plan is the plan: the cuts come whatever the budget
+    assert control.scene_start_target(30, interval=20, refresh=False, cuts=[50], floor=1e9, **written) == target
+    # an unknown length: to this scene's expected end (frame 40), two keyframes
+    live = RateController(10_000, HEADER, frames=None)
+    assert live.scene_start_target(30, interval=9, refresh=True, cuts=[], floor=100, **written) == \
+        pytest.approx(10_000 / 30 / 8 * 40 - 696 - 2 * 213)
 
 
 def test_the_structure_still_to_come():

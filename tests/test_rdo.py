@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -54,6 +55,30 @@ def test_refresh_makes_every_interval_a_scene(clip, tmp_path):
     assert keyframes == [0, 3, 4, 7, 8, 11]
     cuts = [u.unit for u in read_units(tmp_path / "refresh.pmt") if isinstance(u.unit, SceneCut)]
     assert cuts == []                                          # refreshes, not cuts
+
+
+@pytest.mark.parametrize("bitrate", [100_000, 150_000])
+def test_refresh_scenes_land_on_the_rate(tmp_path, bitrate):
+    """Rank 1, -g 13 with refresh over 21 frames at 256x256 (latents of 1 to 2 kB, keyframes
+    of 1.1 kB). A later scene start's step is planned with only the refresh scenes the
+    budget pays for: planned with those of the nominal interval (which the rate control
+    then does not give), the file landed at -15 % (100k) and +8.2 % (150k)."""
+    from libpromptus.encoder.job import EncodeOptions, EncoderSetup
+
+    frames = random_clip(7, 21, 256, 256, min_scene=40)[0]
+    setup = EncoderSetup(EncodeOptions(bitrate=bitrate, **QUICK), width=256, height=256, rate=Fraction(30),
+                         frame_count=21)
+    setup.settings = dataclasses.replace(setup.settings, rank=1, interval=13, refresh=True)
+    output = tmp_path / "refresh.pmt"
+    with open(output, "wb") as sink:
+        encoder = setup.open(sink)
+        for frame in frames:
+            encoder.push(frame)
+        size = encoder.finish().bytes
+    keyframes, scenes = keyframes_and_scenes(output)
+    assert len(scenes) >= 2 and keyframes[-1] == 20
+    assert size == output.stat().st_size
+    assert abs(size / (bitrate * 21 / 30 / 8) - 1) <= 0.05, (size, scenes, keyframes)
 
 
 def test_adaptive_placement_follows_the_weights():

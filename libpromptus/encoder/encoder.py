@@ -35,7 +35,7 @@ from ..process.quality import psnr
 from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step, remaining_structure
+from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step
 
 
 @dataclass(frozen=True)
@@ -222,9 +222,9 @@ class Encoder:
         """The scene start unit of frame `index`: at `--latent-step`, except that with a rate
         control every scene start after the first takes the DCT8 step whose size lets the
         stream end on budget (`RateController.scene_start_target`), with what is still to
-        come planned at the nominal interval: refresh scenes, or the scene cuts the trials
-        found. Without an input length it paces to this scene's expected end (an interval
-        and its closing frame).
+        come planned at the nominal interval: refresh scenes (as many as the budget pays
+        for), or the scene cuts the trials found. Without an input length it paces to this
+        scene's expected end (an interval and its closing frame).
 
         Also returns how many bytes more than at `--latent-step` the unit's payload took:
         the intervals are planned with scene starts at the plan's step, and only what the
@@ -237,20 +237,14 @@ class Encoder:
         if control is None or self.summary.scenes == 0 or len(steps) == 1:
             return scene_start(index, values, settings.latent_codec, settings.coding,
                                latent_step=settings.latent_step), 0
-        interval = self._nominal_interval
-        if control.frames is None or control.frames <= index:
-            end, scenes_ahead, keyframes_ahead = index + interval + 1, 0, 2
-        else:
-            end = control.frames
-            scenes_ahead, keyframes_ahead = remaining_structure(
-                end - index, interval, refresh=settings.refresh,
-                cuts=[cut - index for cut in self._planned_cuts if index < cut < end])
-        target = control.scene_start_target(end, keyframes_ahead=keyframes_ahead, scenes_ahead=scenes_ahead,
+        units = scene_starts_by_step(index, values, settings, steps)
+        sizes = {step: size for step, (_, size) in units.items()}
+        target = control.scene_start_target(index, interval=self._nominal_interval, refresh=settings.refresh,
+                                            cuts=self._planned_cuts, floor=min(sizes.values()),
                                             keyframe_size=self.summary.keyframes[-1].bytes,
                                             scene_size=self._scene_start_bytes, bytes_written=self._writer.size,
                                             keyframes=len(self.summary.keyframes), scenes=self.summary.scenes)
-        units = scene_starts_by_step(index, values, settings, steps)
-        step = pick_step({step: size for step, (_, size) in units.items()}, target)
+        step = pick_step(sizes, target)
         return units[step][0], units[step][1] - units[settings.latent_step][1]
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:

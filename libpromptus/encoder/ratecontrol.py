@@ -218,20 +218,39 @@ class RateController:
             wanted = math.ceil((total - frames_done) / affordable) if affordable > 0 else self.max_interval
         return max(1, min(self.max_interval, wanted))
 
-    def scene_start_target(self, end: int, *, keyframes_ahead: int, scenes_ahead: int, keyframe_size: int,
-                           scene_size: int, bytes_written: int, keyframes: int, scenes: int) -> float:
-        """The bytes a scene start may take so that the stream ends on budget at frame `end`
-        (the input's end, or the scene's when the length is unknown): the budget up to
-        there, paced evenly per frame, less what was written (with the index entries and
-        closing units to come), the `keyframes_ahead` at `keyframe_size` (the last one's)
-        and the `scenes_ahead` later scene starts at `scene_size` (the plan's). Each later
-        scene start's DCT8 step follows it (`pick_step`): the keyframes' real sizes, which
-        the plan could only estimate, are settled where a knob is fine enough.
+    def scene_start_target(self, index: int, *, interval: int, refresh: bool, cuts: Sequence[int], floor: float,
+                           keyframe_size: int, scene_size: int, bytes_written: int, keyframes: int,
+                           scenes: int) -> float:
+        """The bytes the scene start of frame `index` may take so that the stream ends on budget.
+
+        The budget to the input's end, paced evenly per frame, less what was written (with
+        the index entries and closing units to come) and what is still to come, planned at
+        `interval` (`remaining_structure`: refresh scenes, or the scene `cuts` ahead), its
+        keyframes at `keyframe_size` (the last one's) and its later scene starts at
+        `scene_size` (the plan's). With refresh, while even `floor` (the coarsest DCT8
+        step's size) does not fit, the plan's interval is lengthened up to `max_interval`:
+        a refresh scene the budget cannot pay for is one `next_interval` will not give
+        either, and planning for it would starve this scene start for bytes that are then
+        never spent. Without a known length the scene start paces to its scene's expected
+        end: an interval and its closing frame, two keyframes.
+
+        Each later scene start's DCT8 step follows this target (`pick_step`): the
+        keyframes' real sizes, which the plan could only estimate, are settled where a
+        knob is fine enough.
         """
         per_frame = self.bitrate / (self.header.fps_num / self.header.fps_den) / 8
         spent = bytes_written + INDEX_ENTRY * (keyframes + scenes + 1) + CLOSING_BYTES
-        return (per_frame * end - spent - keyframes_ahead * (keyframe_size + INDEX_ENTRY)
-                - scenes_ahead * (scene_size + INDEX_ENTRY))
+        if self.frames is None or self.frames <= index:
+            return per_frame * (index + interval + 1) - spent - 2 * (keyframe_size + INDEX_ENTRY)
+        rest = self.frames - index
+        ahead = [cut - index for cut in cuts if index < cut < self.frames]
+        for planned in range(interval, max(interval, self.max_interval) + 1):
+            scenes_ahead, keyframes_ahead = remaining_structure(rest, planned, refresh=refresh, cuts=ahead)
+            target = (per_frame * self.frames - spent - keyframes_ahead * (keyframe_size + INDEX_ENTRY)
+                      - scenes_ahead * (scene_size + INDEX_ENTRY))
+            if target >= floor or not refresh:
+                break
+        return target
 
 
 def pick_step(sizes: dict[float, int], target: float) -> float:
