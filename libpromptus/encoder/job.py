@@ -201,7 +201,7 @@ class EncoderSetup:
         return Metadata((("encoder", f"libpromptus {__version__}"),
                          ("settings", f"model={self.generator.name} rank={self.rank} interval={self.interval} "
                                       + ("refresh " if settings.refresh else "")
-                                      + ("keyframes=adaptive " if self.decision and self.decision.weights else "")
+                                      + ("keyframes=adaptive " if self.decision and self.decision.placement else "")
                                       + f"iterations={settings.first_iterations}/{settings.iterations} "
                                       f"latent_codec={opts.latent_codec}"
                                       + (f" latent_step={settings.latent_step:g}" if opts.latent_codec == "dct8" else "")
@@ -212,7 +212,7 @@ class EncoderSetup:
         """An `Encoder` writing to `writer`, the interval adapted to -b:v unless -g fixed it;
         `callbacks`: `Encoder`'s `stats`, `on_iteration`, `on_keyframe`, `on_checkpoint`."""
         adapting = None if self.options.interval is not None else self.rate_control
-        placement = None if self.decision is None else self.decision.placement(self.max_interval)
+        placement = None if self.decision is None else self.decision.placement
         return Encoder(writer, self.engine, self.latent_encoder, self.perceptual, self.settings,
                        rate_control=adapting, planned_cuts=() if self.decision is None else self.decision.cuts,
                        placement=placement, **callbacks)

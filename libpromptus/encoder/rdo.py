@@ -22,8 +22,10 @@ estimate is then trimmed onto -b:v by the DCT8 step of the scene starts, the one
 that is fine enough: each trial takes the finest step of `FILL_STEPS` (down to 0.01, up
 to `MAX_FILL_STEP` or `--latent-step` if coarser) whose file still fits, or the coarsest
 when none fits. The decision rule: among the candidates whose trimmed file lands on -b:v
-(within 5 %, above or below), the one of least measured distortion (mean squared error
-of the trial's decoded frames). A candidate that measured less distortion than that
+(within 5 %, above or below; or below it even at the finest step, which leaves the
+structure only shorter intervals to spend the rest on, and the encode's rate control
+gives it those), the one of least measured distortion (mean squared error of the
+trial's decoded frames). A candidate that measured less distortion than that
 choice but missed the rate is tried again as its untried neighbour (another rank or
 another interval) that the byte model, calibrated on its trial, predicts closest to the
 budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
@@ -35,11 +37,12 @@ what a smaller one had, and more. The trials fit with `--latent-step`'s latent; 
 step only improves on what they measured.
 
 Adaptive placement (`--keyframes adaptive`): for the chosen structure, one more trial
-places keyframes by the content: each frame's weight is its mean absolute change from
-the frame before (motion, lighting) plus a floor, and each interval is cut where its
-weight reaches the nominal interval's share, so keyframes are dense where frames change
-and sparse where they do not. The same rule decides: it is used only when its trial
-measures lower distortion than uniform placement and lands.
+places keyframes where interpolation fails (`AdaptivePlacement`): a span between two
+keyframes costs the squared error of its frames against the straight blend of its ends
+(nothing on still content, more the faster or less linearly it changes: motion, a
+lighting change), and the window's keyframes, as many as uniform placement gives, go
+where the spans' total cost is least. The same rule decides: it is used only when its
+trial measures lower distortion than uniform placement and lands.
 
 The encode then starts from the chosen rank, interval and step, and the rate controller
 adapts the nominal interval after every keyframe from the real keyframes' bytes, with
@@ -87,10 +90,8 @@ RATE_TOLERANCE = 0.05
 RETRY_ROUNDS = 3
 #: Ranks the trials may use.
 MAX_TRIAL_RANK = 32
-#: Adaptive placement: a frame's weight floor, as a share of the mean change, and how far an
-#: interval may stretch or shrink from the nominal one.
-WEIGHT_FLOOR = 0.1
-STRETCH = 4
+#: Adaptive placement: the long side, in pixels, of the frames whose interpolation it measures.
+PLACEMENT_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class Decision:
 
     chosen: Trial
     trials: tuple[Trial, ...]
-    weights: tuple[float, ...] | None     # per frame of the window, when adaptive placement was chosen
+    placement: AdaptivePlacement | None   # when adaptive placement was chosen
 
     @property
     def cuts(self) -> tuple[int, ...]:
@@ -158,40 +159,87 @@ class Decision:
         """The scene starts' DCT8 step that lands the chosen structure on the budget."""
         return self.chosen.latent_step
 
-    def placement(self, max_interval: int) -> AdaptivePlacement | None:
-        return None if self.weights is None else AdaptivePlacement(self.weights, max_interval)
-
 
 class AdaptivePlacement:
-    """The next keyframe's distance from frame `start`, given the nominal interval.
+    """Keyframes where interpolating the frames fails: the next keyframe's distance from a
+    keyframe, given the nominal interval.
 
-    The interval ends at the first frame where the weights since `start` reach `nominal`
-    times the window's mean weight, between nominal / STRETCH and nominal × STRETCH
-    frames (and `max_interval`). Past the window the nominal interval is kept.
+    The window's frames, downscaled to `PLACEMENT_SIZE`, give each span between keyframes
+    at a and b a cost: the squared error of frames a+1 … b-1 against the straight blend of
+    frames a and b, the interpolation a decoder performs between its keyframes' prompts. A
+    still stretch costs nothing at any length; motion, a lighting change or a cut costs
+    more the longer the span. Over the window, the spans of least total cost are found by
+    dynamic programming, as many as uniform placement at the nominal interval gives (so the
+    file keeps its size), each at most `max_interval` frames: long where the frames are
+    still, short where they move, a keyframe where motion starts. With `refresh` each span
+    is a scene of its own (the next one starts on the frame after). Past the window the
+    nominal interval is kept.
     """
 
-    def __init__(self, weights: Sequence[float], max_interval: int) -> None:
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.mean = float(self.weights.mean())
-        self.max_interval = max_interval
+    def __init__(self, frames: Sequence[np.ndarray], max_interval: int, *, refresh: bool) -> None:
+        height, width = frames[0].shape[:2]
+        scale = min(1.0, PLACEMENT_SIZE / max(width, height))
+        small = downscale(frames, max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = np.stack(small).reshape(len(small), -1).astype(np.float64)
+        self.last = len(frames) - 1
+        self.longest = max(1, min(max_interval, self.last))
+        self.gap = 1 if refresh else 0
+        #: span_cost[a, length]: the cost of keyframes at a and a + length (inf past the window)
+        self.span_cost = np.full((len(frames), self.longest + 1), np.inf)
+        for a in range(len(frames)):
+            for length in range(min(self.longest, self.last - a) + 1):
+                blend = np.linspace(0.0, 1.0, length + 1)[1:-1, None]
+                predicted = (1 - blend) * pixels[a] + blend * pixels[a + length]
+                self.span_cost[a, length] = float(((pixels[a + 1:a + length] - predicted) ** 2).mean(axis=1).sum())
+        self._window_plans: dict[int, dict[int, int]] = {}        # nominal -> the plan from frame 0
+
+    def spans(self, keyframe: int, count: int) -> list[int]:
+        """The span lengths of least total cost from `keyframe` to the window's last frame:
+        `count` spans, or as many as fit when fewer do."""
+        last, gap, longest = self.last, self.gap, self.longest
+        # best[k][a]: the least cost of k spans from keyframe a to the last frame; first[k][a]: its first span
+        best = np.full((count + 1, last + 2), np.inf)
+        first = np.zeros((count + 1, last + 2), dtype=np.int64)
+        for a in range(last, keyframe - 1, -1):
+            if 0 < last - a <= longest or (gap and a == last):
+                best[1, a], first[1, a] = self.span_cost[a, last - a], last - a
+            for k in range(2, count + 1):
+                for length in range(1, min(longest, last - a - gap) + 1):
+                    cost = self.span_cost[a, length] + best[k - 1, a + length + gap]
+                    if cost < best[k, a]:
+                        best[k, a], first[k, a] = cost, length
+        feasible = [k for k in range(1, count + 1) if np.isfinite(best[k, keyframe])]
+        k, a, lengths = (feasible[-1] if feasible else 0), keyframe, []
+        while k >= 1:
+            lengths.append(int(first[k, a]))
+            a, k = a + lengths[-1] + gap, k - 1
+        return lengths
+
+    def plan(self, keyframe: int, nominal: int) -> dict[int, int]:
+        """Keyframe -> the span after it, for the spans of least cost from `keyframe` to the
+        window's end, as many as uniform placement at `nominal` gives there."""
+        frames = self.last - keyframe + self.gap                  # with refresh: whole scenes
+        plan, start = {}, keyframe
+        for length in self.spans(keyframe, math.ceil(frames / (nominal + self.gap))):
+            plan[start] = length
+            start += length + self.gap
+        return plan
 
     def __call__(self, start: int, nominal: int) -> int:
-        if start >= len(self.weights):
+        """The interval after the keyframe at `start` - 1: the window's plan from its first
+        frame at `nominal` while the keyframes follow it (so the window keeps uniform
+        placement's keyframe count), else a plan from this keyframe (after a change of the
+        nominal interval, or a scene cut). A function of its arguments alone, so a resumed
+        encode places its keyframes as the uninterrupted one did."""
+        keyframe = start - 1
+        if keyframe >= self.last:
             return nominal
-        low, high = max(1, nominal // STRETCH), min(self.max_interval, nominal * STRETCH)
-        cumulative = np.cumsum(self.weights[start:start + high])
-        reached = np.nonzero(cumulative >= nominal * self.mean)[0]
-        length = int(reached[0]) + 1 if reached.size else (high if start + high <= len(self.weights) else nominal)
-        return max(low, min(high, length))
-
-
-def motion_weights(frames: Sequence[np.ndarray]) -> tuple[float, ...]:
-    """Per frame: mean absolute change from the frame before (0 for the first), plus a floor
-    of WEIGHT_FLOOR × the mean change, so that still stretches still count."""
-    changes = [0.0] + [float(np.abs(b.astype(np.int16) - a.astype(np.int16)).mean())
-                       for a, b in zip(frames, frames[1:])]
-    floor = WEIGHT_FLOOR * float(np.mean(changes)) + 1e-6
-    return tuple(c + floor for c in changes)
+        if nominal not in self._window_plans:
+            self._window_plans[nominal] = self.plan(0, nominal)
+        length = self._window_plans[nominal].get(keyframe)
+        if length is None:
+            length = self.plan(keyframe, nominal).get(keyframe, nominal)
+        return max(1, length)
 
 
 def proxy_size(width: int, height: int) -> tuple[int, int]:
@@ -249,11 +297,10 @@ class TrialEncoder:
         self.settings = dataclasses.replace(base, first_iterations=trial_iterations(base.first_iterations),
                                             iterations=trial_iterations(base.iterations))
 
-    def run(self, candidate: Candidate, weights: Sequence[float] | None = None) -> TrialRun:
-        """Encode the window as `candidate` says (placed by `weights` when given) and measure it."""
+    def run(self, candidate: Candidate, placement: AdaptivePlacement | None = None) -> TrialRun:
+        """Encode the window as `candidate` says (its keyframes placed by `placement` when given) and measure it."""
         settings = dataclasses.replace(self.settings, rank=candidate.rank, interval=candidate.interval,
                                        refresh=candidate.refresh)
-        placement = None if weights is None else AdaptivePlacement(weights, self.setup.max_interval)
         writer = StreamWriter(io.BytesIO(), self.header, write_index=False,
                               minor=self.setup.stream_minor_version)
         encoder = Encoder(writer, self.engine, self.setup.latent_encoder, self.setup.perceptual, settings,
@@ -309,15 +356,21 @@ def trimmed(run: TrialRun, rank: int, sizes: dict[float, int], *, control: RateC
     return fitting[-1] if fitting else estimates[0]
 
 
-def lands(trial: Trial, budget: float) -> bool:
-    """Whether a trial's measured file is within RATE_TOLERANCE of the budget, above or below."""
-    return abs(trial.estimated_bytes / budget - 1) <= RATE_TOLERANCE
+def lands(trial: Trial, budget: float, finest: float) -> bool:
+    """Whether a trial's file lands on the budget: within RATE_TOLERANCE of it, above or
+    below, or below it even at the finest step (`finest`). Such a structure has nothing
+    left to spend on but shorter intervals, and the encode's rate control spends the
+    rest on those; what is left is less than a rank's worth (a candidate is the largest
+    rank that fits), and a denser structure of its own is a candidate of its own."""
+    ratio = trial.estimated_bytes / budget
+    return abs(ratio - 1) <= RATE_TOLERANCE or (ratio < 1 and trial.latent_step <= finest)
 
 
-def choose(trials: Sequence[Trial], budget: float) -> Trial:
+def choose(trials: Sequence[Trial], budget: float, finest: float) -> Trial:
     """The least distortion among the trials that land on the budget (fewer bytes at a tie);
     when none lands, the one closest to it."""
-    landing = [t for t in trials if lands(t, budget)] or [min(trials, key=lambda t: abs(t.estimated_bytes - budget))]
+    landing = [t for t in trials if lands(t, budget, finest)] or \
+        [min(trials, key=lambda t: abs(t.estimated_bytes - budget))]
     return min(landing, key=lambda t: (t.mse, t.estimated_bytes))
 
 
@@ -375,8 +428,8 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
     scale = frames / len(window)
     budget = control.bitrate * frames / float(control.rate) / 8
 
-    def measure(candidate: Candidate, weights: Sequence[float] | None = None) -> Trial:
-        run = runner.run(candidate, weights)
+    def measure(candidate: Candidate, placement: AdaptivePlacement | None = None) -> Trial:
+        run = runner.run(candidate, placement)
         trial = Trial(candidate, *trimmed(run, candidate.rank, sizes, control=control, scale=scale, budget=budget),
                       run=run)
         log.debug("trial %s: %.2f dB, %d bytes at latent step %g", candidate.describe(), trial.psnr,
@@ -384,12 +437,13 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
         return trial
 
     trials = [measure(candidate) for candidate, _ in found]
-    best = choose(trials, budget)
+    finest = min(sizes)
+    best = choose(trials, budget, finest)
     # a structure that measured less distortion but missed the rate: its neighbour predicted to land
     # (the byte model knows neither the fit's symbol statistics nor the cuts; the measurement does)
     retried: set[Candidate] = set()
     for _ in range(RETRY_ROUNDS):
-        pending = [t for t in trials if t.mse < best.mse and not lands(t, budget) and t.candidate not in retried]
+        pending = [t for t in trials if t.mse < best.mse and not lands(t, budget, finest) and t.candidate not in retried]
         for trial in pending:
             retried.add(trial.candidate)
             other = retry(trial, counted_bytes(trial.run, trial.candidate.rank, sizes[asked], control=control,
@@ -398,16 +452,16 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
                           tried={t.candidate for t in trials})
             if other is not None:
                 trials.append(measure(other))
-        best = choose(trials, budget)
-    weights = None
+        best = choose(trials, budget, finest)
+    placement = None
     if adaptive and len(window) > best.candidate.interval:
-        weights = motion_weights(runner.frames)
-        trials.append(measure(dataclasses.replace(best.candidate, adaptive=True), weights))
-        if trials[-1].mse < best.mse and lands(trials[-1], budget):
+        placement = AdaptivePlacement(runner.frames, setup.max_interval, refresh=best.candidate.refresh)
+        trials.append(measure(dataclasses.replace(best.candidate, adaptive=True), placement))
+        if trials[-1].mse < best.mse and lands(trials[-1], budget, finest):
             best = trials[-1]
         else:
-            weights = None
+            placement = None
     log.info("rate-distortion trials (%d, window of %d frames at %dx%d): chose %s, %.2f dB; latent step %g",
              len(trials), len(window), runner.header.width, runner.header.height, best.candidate.describe(),
              best.psnr, best.latent_step)
-    return Decision(best, tuple(trials), weights)
+    return Decision(best, tuple(trials), placement)
