@@ -8,11 +8,16 @@ clips. It is encoded twice with the tiny model at the same -b:v, rate-distortion
 (the default), once with `--keyframes adaptive` (the default) and once with `--keyframes
 uniform`; each file is decoded and compared with the source. The JSON has each encode's
 keyframe positions and scene starts (as `pmtprobe` lists them), bytes, PSNR, and the
-trials' decision.
+trials' decision. With `--out`, the two streams are kept beside it (FILE-adaptive.pmt,
+FILE-uniform.pmt) and the keyframe positions are those `pmtprobe -of json` lists.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,11 +43,13 @@ def run(clip: Path, source: list[np.ndarray], out: Path, bitrate: float, keyfram
                     iterations=iterations, first_iterations=first_iterations, scene_threshold=None)
     seconds = time.perf_counter() - started
     [stream] = read_streams(out)
+    probed = json.loads(subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtprobe", "-of", "json", str(out)],
+                                       check=True, capture_output=True).stdout)
     with open_stream(out) as container:
         decoded = [frame.image for frame in container.decode(model="tiny")]
     errors = [np.mean((a.astype(np.float64) - b) ** 2) for a, b in zip(decoded, source)]
     settings = dict(stream.metadata)["settings"]
-    return {"keyframes": [k.unit.frame_index for s in stream.scenes for k in s.keyframes],
+    return {"keyframes": [k["frame_index"] for k in probed["keyframes"]],
             "scenes": [s.first_frame for s in stream.scenes], "bytes": out.stat().st_size,
             "bitrate_bps": round(result.bitrate_bps), "rank": result.rank, "settings": settings,
             "psnr": round(10 * np.log10(255 ** 2 / np.mean(errors)), 3),
@@ -69,8 +76,11 @@ def main() -> None:
         clip = Path(work) / "clip.y4m"
         write_y4m(str(clip), source)
         for keyframes in ("adaptive", "uniform"):
-            results[keyframes] = run(clip, source, Path(work) / f"{keyframes}.pmt", parse_bitrate(args.bitrate),
-                                     keyframes, args.iterations, args.first_iterations)
+            stream = Path(work) / f"{keyframes}.pmt"
+            results[keyframes] = run(clip, source, stream, parse_bitrate(args.bitrate), keyframes, args.iterations,
+                                     args.first_iterations)
+            if args.out:
+                shutil.copyfile(stream, args.out.with_name(f"{args.out.stem}-{keyframes}.pmt"))
     adaptive, uniform = results["adaptive"], results["uniform"]
     half = args.frames // 2
     summary = {

@@ -18,7 +18,9 @@ is the encode's wall time.
 Early stopping: each clip is also encoded with `--patience P` for each P of `--patience`,
 the budget raised to `--cap` for both kinds of keyframe, without warm start; the record
 has the PSNRs, the wall time and the iterations each kind of keyframe actually took, and
-the plot marks them on the curves at those iterations.
+the plot marks them on the curves at those iterations. With `--defaults`, each clip is
+also encoded at the model's default budgets (300 / 100 for tiny), once with its default
+`--patience` and once with 0 (off): what the default early stopping saves.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from libpromptus import encode
 from libpromptus.io.samples import write_y4m
 from libpromptus.models.procedural import random_clip
 from libpromptus.models.train_tiny import HELD_OUT_SEED
+from libpromptus.process.profiles import TINY
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "promptus-official"
 
@@ -53,8 +56,9 @@ def clips(folder: Path, frames: int, size: int) -> dict[str, str]:
     return found
 
 
-def run(source: str, out: Path, budget: int, warm: bool, frames: int, size: int, patience: int | None = None) -> dict:
-    """One encode at `budget` iterations per keyframe; `patience` None fits the whole budget."""
+def run(source: str, out: Path, budget: int | None, warm: bool, frames: int, size: int, patience: int | None = 0) -> dict:
+    """One encode at `budget` iterations per keyframe (None: the model's default budgets);
+    `patience` 0 fits the whole budget, None is the model's default."""
     stats = io.StringIO()
     began = time.perf_counter()
     encode(source, str(out), overwrite=True, model="tiny", rank=4, interval=4, iterations=budget,
@@ -63,7 +67,8 @@ def run(source: str, out: Path, budget: int, warm: bool, frames: int, size: int,
     seconds = time.perf_counter() - began
     records = [json.loads(line) for line in stats.getvalue().splitlines()]
     first, later = records[0], records[1:]
-    return {"budget": budget, "warm_start": warm, "patience": patience, "seconds": round(seconds, 2),
+    return {"budget": budget, "warm_start": warm, "patience": TINY.patience if patience is None else patience,
+            "defaults": budget is None, "seconds": round(seconds, 2),
             "first_keyframe_psnr": round(first["psnr"][0], 3),
             "later_psnr": round(float(np.mean([p for r in later for p in r["psnr"]])), 3),
             "first_keyframe_iterations": first["iterations"],
@@ -79,13 +84,13 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for name, runs in results.items():
         for warm, style in ((False, "-"), (True, "--")):
-            points = [r for r in runs if r["warm_start"] == warm and r["patience"] is None]
+            points = [r for r in runs if r["warm_start"] == warm and not r["patience"] and not r["defaults"]]
             budgets = [r["budget"] for r in points]
             label = f"{name}{' warm' if warm else ''}"
             line, = axes[0].plot(budgets, [r["first_keyframe_psnr"] for r in points], style, marker="o", label=label)
             axes[1].plot(budgets, [r["later_psnr"] for r in points], style, marker="o", label=label,
                          color=line.get_color())
-            stopped = [r for r in runs if r["warm_start"] == warm and r["patience"] is not None]
+            stopped = [r for r in runs if r["warm_start"] == warm and r["patience"] and not r["defaults"]]
             axes[0].scatter([r["first_keyframe_iterations"] for r in stopped],
                             [r["first_keyframe_psnr"] for r in stopped], marker="x", color=line.get_color())
             axes[1].scatter([r["later_iterations"] for r in stopped], [r["later_psnr"] for r in stopped],
@@ -108,9 +113,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--patience", default="", help="comma-separated --patience values to run at --cap")
     parser.add_argument("--cap", type=int, default=1000, help="the iteration budget of the --patience runs")
+    parser.add_argument("--defaults", action="store_true",
+                        help="also encode each clip at the model's default budgets, with its default --patience and "
+                             "with 0 (off): the wall time the default early stopping saves")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = [int(b) for b in args.budgets.split(",") if b]
     patiences = [int(p) for p in args.patience.split(",") if p]
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -120,11 +128,14 @@ def main() -> None:
                              for warm in (False, True) for budget in budgets]
             results[name] += [run(source, out, args.cap, False, args.frames, args.size, patience)
                               for patience in patiences]
+            if args.defaults:
+                results[name] += [run(source, out, None, False, args.frames, args.size, patience)
+                                  for patience in (None, 0)]
     result = environment("convergence", {"budgets": budgets, "frames": args.frames, "size": args.size, "rank": 4,
                                          "interval": 4, "model": "tiny", "patience": patiences,
                                          "cap": args.cap})
     result["clips"] = results
-    if args.out:
+    if args.out and budgets:
         plot(results, args.out.with_suffix(".png"))
     report(result, args.out)
 

@@ -19,6 +19,7 @@ from ..encoder.promptus_dir import import_promptus_dir
 from ..encoder.ratecontrol import LOOKAHEAD
 from ..io import network
 from ..io.pipes import is_stdin, is_stdout
+from ..process.profiles import TINY
 from ..process.quantization import DEFAULT_LATENT_STEP
 from .common import (
     ArgumentParser,
@@ -107,7 +108,8 @@ def _parser() -> ArgumentParser:
                          help="the paper's temporal smoothing: beta*loss + (1-beta)*|c_t - c_t-1| (paper 0.2; "
                               "default off, as the official code)")
     fitting.add_argument("--patience", type=int, default=None, metavar="N",
-                         help="stop a keyframe's fitting after N iterations without a better loss (default: off)")
+                         help="stop a keyframe's fitting after N iterations without a better loss, 0 to fit the whole "
+                              f"budget (default: the model's: {TINY.patience} for tiny, off for sd-turbo)")
     fitting.add_argument("--seed", type=int, default=0, help="seed of the factor initialisation")
     fitting.add_argument("--scalable", action="store_true",
                          help="fit every keyframe so that each rank prefix of its factors is a usable rung (nested "

@@ -18,7 +18,7 @@ from libpromptus.encoder.fitting import FitSettings, fit_keyframe, interval_prom
 from libpromptus.encoder.losses import fitting_loss, make_perceptual_loss
 from libpromptus.io.samples import sample_frames
 from libpromptus.process.noise import noise_tensor
-from libpromptus.process.profiles import TINY
+from libpromptus.process.profiles import SD_TURBO, TINY
 from libpromptus.process.prompts import dequantize
 from libpromptus.process.quality import psnr
 from libpromptus.process.quantization import fake_quantize, quantize_u8
@@ -198,3 +198,15 @@ def test_patience_stops_a_fit_that_no_longer_improves():
                           cond_shape=(3, 5), previous=None, interval=1, settings=settings,
                           generator=torch.Generator().manual_seed(0))
     assert result.iterations == 5 and result.loss == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("given, used", [(None, TINY.patience), (0, None), (7, 7)])
+def test_patience_defaults_to_the_models_and_0_turns_it_off(given, used):
+    from fractions import Fraction
+
+    from libpromptus.encoder.job import EncodeOptions, EncoderSetup
+
+    setup = EncoderSetup(EncodeOptions(model="tiny", patience=given), width=32, height=32, rate=Fraction(30),
+                         frame_count=4)
+    assert setup.settings.patience == used
+    assert TINY.patience is not None and SD_TURBO.patience is None     # SD-Turbo keeps the official budgets

@@ -142,6 +142,7 @@ BAD_INPUTS = [
     ("size-0x10", ["-i", "clip.y4m", "-s", "0x10", "out.pmt"], {"clip.y4m": "small.y4m"}),
     ("rank-0", ["-i", "clip.y4m", "--rank", "0", "out.pmt"], {"clip.y4m": "small.y4m"}),
     ("bitrate-abc", ["-i", "clip.y4m", "-b:v", "abc", "out.pmt"], {"clip.y4m": "small.y4m"}),
+    ("patience-negative", ["-i", "clip.y4m", "--patience", "-1", "out.pmt"], {"clip.y4m": "small.y4m"}),
 ]
 
 
@@ -196,7 +197,8 @@ def last_error_line(proc: subprocess.CompletedProcess, prog: str = "pmtenc") -> 
 
 BAD_IDS = [b[0] for b in BAD_INPUTS]
 WHAT_THE_ERROR_NAMES = {"missing-input": "nowhere.y4m", "text-input": "notes.txt", "size-0x10": "-s 0x10",
-                        "rank-0": "--rank 0", "bitrate-abc": "-b:v abc"}
+                        "rank-0": "--rank 0", "bitrate-abc": "-b:v abc",
+                        "patience-negative": "--patience -1: iterations without a better loss, 0 (off) or more"}
 
 
 @pytest.mark.parametrize("name, arguments, inputs", BAD_INPUTS, ids=BAD_IDS)

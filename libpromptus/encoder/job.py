@@ -67,7 +67,8 @@ class EncodeOptions:
     alpha: float = 0.8
     warm_start: bool = False
     temporal_beta: float | None = None     # the paper's temporal smoothing (beta 0.2 there); None: off
-    patience: int | None = None            # early stopping: iterations without improvement; None: off
+    patience: int | None = None            # early stopping: iterations without improvement; None: the
+                                           # model's default (tiny: profiles.TINY_PATIENCE; sd-turbo: off); 0: off
     scalable: bool = False                 # nested dropout: every rank prefix of a keyframe is a usable rung
     decisions: str = "trial"               # with -b:v: "trial" (rate-distortion trials, encoder.rdo) or "formula"
     keyframes: str = "adaptive"            # "adaptive" (by content, when the trials measure it better) or "uniform"
@@ -139,7 +140,7 @@ class EncoderSetup:
             alpha=opts.alpha, scene_threshold=opts.scene_threshold,
             latent_codec=LatentCodec[opts.latent_codec.upper()], latent_step=opts.latent_step,
             coding=Coding[opts.coding.upper()],
-            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=opts.patience, seed=opts.seed,
+            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=_patience(opts, profile), seed=opts.seed,
             scalable=opts.scalable)
         self.perceptual = make_perceptual_loss(opts.perceptual, self.engine.device)
         self.decision: Decision | None = None
@@ -222,6 +223,15 @@ class EncoderSetup:
         writer = StreamWriter(sink, self.header, minor=self.stream_minor_version)
         writer.write(self.metadata())
         return self.encoder(writer, **callbacks)
+
+
+def _patience(opts: EncodeOptions, profile) -> int | None:
+    """--patience as given (0: off), else the model's default."""
+    if opts.patience is None:
+        return profile.patience
+    if opts.patience < 0:
+        raise ValueError(f"--patience {opts.patience}: iterations without a better loss, 0 (off) or more")
+    return opts.patience or None
 
 
 def _fitting_precision(opts: EncodeOptions) -> str:

@@ -57,6 +57,9 @@ class GeneratorProfile:
     #: the encoder's default budget: iterations for a scene's first keyframe and for later ones
     first_iterations: int
     iterations: int
+    #: the encoder's default early stopping: a keyframe's fit ends after this many iterations
+    #: without a better loss (None: every fit takes its whole budget)
+    patience: int | None = None
 
     def sequence_header(self, *, width: int, height: int, fps_num: int, fps_den: int, frame_count: int,
                         model_hash: bytes = bytes(32)) -> SequenceHeader:
@@ -84,7 +87,12 @@ SD_TURBO = GeneratorProfile(
     timestep=999, prev_weight=0.05, noise_weight=0.95, noise_seed=88,
     prediction_type=PredictionType.EPSILON,
     first_iterations=10_000, iterations=1_500,   # the official budget
+    patience=None,                               # until its curves are measured (benchmarks/convergence.py)
 )
+
+#: The tiny model's early stopping, read off its convergence curves
+#: (benchmarks/results/convergence-cpu.json, README "Measurements").
+TINY_PATIENCE = 20
 
 #: The project's test model `tiny` (libpromptus/models/tiny, trained by
 #: `python -m libpromptus.models.train_tiny`): SD-Turbo's classes, latent and conditioning
@@ -100,6 +108,7 @@ TINY = GeneratorProfile(
     timestep=49, prev_weight=0.98, noise_weight=0.22, noise_seed=88,
     prediction_type=PredictionType.EPSILON,
     first_iterations=300, iterations=100,        # sized for the CPU
+    patience=TINY_PATIENCE,
 )
 
 PROFILES: dict[str, GeneratorProfile] = {SD_TURBO.name: SD_TURBO, TINY.name: TINY}
