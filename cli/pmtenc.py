@@ -206,7 +206,7 @@ def _encode_video(args) -> int:
     renditions = _renditions(args, parse_bitrate, allow_lists=dash)
     iterations = args.iterations
     first = args.first_iterations if args.first_iterations is not None else iterations
-    for name, value in (("--iterations", iterations), ("--first-iterations", first)):
+    for name, value in (("--iterations", iterations), ("--first-iterations", first), ("--patience", args.patience)):
         if value is not None and value < 0:
             raise CommandError(f"{name} {value} is out of range")
     threshold = None if args.scene_threshold == "off" else float(args.scene_threshold)

@@ -210,3 +210,12 @@ def test_patience_defaults_to_the_models_and_0_turns_it_off(given, used):
                          frame_count=4)
     assert setup.settings.patience == used
     assert TINY.patience is not None and SD_TURBO.patience is None     # SD-Turbo keeps the official budgets
+
+
+def test_a_negative_patience_is_refused():
+    from fractions import Fraction
+
+    from libpromptus.encoder.job import EncodeOptions, EncoderSetup
+
+    with pytest.raises(ValueError, match=r"^--patience -1: iterations without a better loss, 0 \(off\) or more$"):
+        EncoderSetup(EncodeOptions(model="tiny", patience=-1), width=32, height=32, rate=Fraction(30), frame_count=4)

@@ -198,7 +198,7 @@ def last_error_line(proc: subprocess.CompletedProcess, prog: str = "pmtenc") -> 
 BAD_IDS = [b[0] for b in BAD_INPUTS]
 WHAT_THE_ERROR_NAMES = {"missing-input": "nowhere.y4m", "text-input": "notes.txt", "size-0x10": "-s 0x10",
                         "rank-0": "--rank 0", "bitrate-abc": "-b:v abc",
-                        "patience-negative": "--patience -1: iterations without a better loss, 0 (off) or more"}
+                        "patience-negative": "--patience -1 is out of range"}
 
 
 @pytest.mark.parametrize("name, arguments, inputs", BAD_INPUTS, ids=BAD_IDS)
