@@ -56,7 +56,8 @@ def clips(folder: Path, frames: int, size: int) -> dict[str, str]:
     return found
 
 
-def run(source: str, out: Path, budget: int | None, warm: bool, frames: int, size: int, patience: int | None = 0) -> dict:
+def run(source: str, out: Path, budget: int | None, warm: bool, frames: int, size: int,
+        patience: int | None = 0) -> dict:
     """One encode at `budget` iterations per keyframe (None: the model's default budgets);
     `patience` 0 fits the whole budget, None is the model's default."""
     stats = io.StringIO()

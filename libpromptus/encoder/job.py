@@ -140,8 +140,8 @@ class EncoderSetup:
             alpha=opts.alpha, scene_threshold=opts.scene_threshold,
             latent_codec=LatentCodec[opts.latent_codec.upper()], latent_step=opts.latent_step,
             coding=Coding[opts.coding.upper()],
-            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=_patience(opts, profile), seed=opts.seed,
-            scalable=opts.scalable)
+            warm_start=opts.warm_start, temporal_beta=opts.temporal_beta, patience=_patience(opts, profile),
+            seed=opts.seed, scalable=opts.scalable)
         self.perceptual = make_perceptual_loss(opts.perceptual, self.engine.device)
         self.decision: Decision | None = None
         if opts.decisions not in ("trial", "formula"):
