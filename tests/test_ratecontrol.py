@@ -63,16 +63,26 @@ def test_reserved_bytes_are_spent_before_the_intervals():
 
 def test_fill_steps_and_the_step_that_spends_a_target():
     from libpromptus.bitstream import LatentCodec
-    from libpromptus.encoder.ratecontrol import MAX_FILL_STEP, fill_steps, pick_step
+    from libpromptus.encoder.ratecontrol import FILL_STEPS, MAX_FILL_STEP, fill_steps, finest_fitting
 
     steps = fill_steps(0.05, LatentCodec.DCT8)
     assert steps[0] == MAX_FILL_STEP and steps[-1] == 0.01 and steps == sorted(steps, reverse=True)
+    assert 0.05 in steps and len(steps) == len(FILL_STEPS) + 1           # the asked step joins the ladder
+    # neighbours about 6 % apart (40 to a decade, rounded to 4 digits)
+    assert all(1.05 < coarse / fine < 1.07 for coarse, fine in zip(FILL_STEPS, FILL_STEPS[1:]))
     assert fill_steps(0.3, LatentCodec.DCT8)[:2] == [0.3, 0.1]          # never coarser than asked beyond 0.1
     assert fill_steps(0.05, LatentCodec.Q8) == [0.05]                    # q8 has no step
-    sizes = {0.1: 200, 0.05: 300, 0.02: 700}
-    assert pick_step(sizes, 300) == 0.05                                 # the finest that fits
-    assert pick_step(sizes, 10_000) == 0.02
-    assert pick_step(sizes, 100) == 0.1                                  # none fits: the coarsest
+    sizes = {0.1: 200, 0.07: 250, 0.05: 300, 0.03: 450, 0.02: 700}
+    asked: list[float] = []
+
+    def fits(target):
+        return lambda step: asked.append(step) or sizes[step] <= target
+
+    assert finest_fitting(list(sizes), fits(300)) == 0.05                # the finest that fits
+    assert asked == [0.1, 0.05, 0.03]                                     # by bisection: 3 of 5 coded
+    assert finest_fitting(list(sizes), fits(10_000)) == 0.02
+    assert finest_fitting(list(sizes), fits(100)) == 0.1                  # none fits: the coarsest
+    assert finest_fitting([0.1], fits(100)) == 0.1
 
 
 def test_a_scene_start_takes_what_lets_the_stream_end_on_budget():

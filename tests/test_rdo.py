@@ -3,6 +3,7 @@ the candidates' byte estimates and the decision rule, on the tiny model."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from fractions import Fraction
 
@@ -212,12 +213,14 @@ def test_a_trial_is_counted_and_trimmed_onto_the_budget():
     assert rdo.counted_bytes(run, 2, 300, control=control, scale=2.0) == \
         round(fixed + 2 * (4 * per_keyframe + 2 * 300 + 6 * rdo.INDEX_ENTRY))
     sizes = {0.1: 200, 0.05: 300, 0.02: 700}
+    steps = list(sizes)
     fits = {step: rdo.counted_bytes(run, 2, size, control=control, scale=2.0) for step, size in sizes.items()}
+    trim = functools.partial(rdo.trimmed, run, 2, steps, sizes.__getitem__, control=control, scale=2.0)
     # the finest step whose file fits ...
-    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.05] + 1) == (fits[0.05], 0.05)
-    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.02]) == (fits[0.02], 0.02)
+    assert trim(budget=fits[0.05] + 1) == (fits[0.05], 0.05)
+    assert trim(budget=fits[0.02]) == (fits[0.02], 0.02)
     # ... or the coarsest when none does
-    assert rdo.trimmed(run, 2, sizes, control=control, scale=2.0, budget=fits[0.1] - 1) == (fits[0.1], 0.1)
+    assert trim(budget=fits[0.1] - 1) == (fits[0.1], 0.1)
 
 
 def test_a_trial_lands_within_5_percent_or_below_at_the_finest_step():

@@ -35,7 +35,7 @@ from ..process.quality import psnr
 from ..process.quantization import DEFAULT_LATENT_STEP, quantize_u8, scene_start
 from .fitting import FitSettings, fit_keyframe
 from .losses import PerceptualLoss, fitting_loss, temporal_smoothness
-from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, pick_step
+from .ratecontrol import INDEX_ENTRY, RateController, fill_steps, finest_fitting
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,28 @@ def frame_latent(latent_encoder, header: SequenceHeader, frame: np.ndarray) -> t
     return latent_encoder.encode(padded)[0].cpu()
 
 
-def scene_starts_by_step(index: int, latent: np.ndarray, settings: EncoderSettings,
-                         steps: Sequence[float]) -> dict[float, tuple[SceneStart, int]]:
-    """Per DCT8 step: frame `index`'s scene start unit in the encode's latent codec and its
-    payload's bytes (what the rate control and the rate-distortion trials weigh)."""
-    units = {step: scene_start(index, latent, settings.latent_codec, settings.coding, latent_step=step)
-             for step in steps}
-    return {step: (unit, len(encode_payload(unit))) for step, unit in units.items()}
+class SceneStartsByStep:
+    """Frame `index`'s scene start unit in the encode's latent codec at each DCT8 step, with
+    its payload's bytes (what the rate control and the rate-distortion trials weigh), coded
+    when a step is first asked for: they bisect a ladder of steps (`finest_fitting`)."""
+
+    def __init__(self, index: int, latent: np.ndarray, settings: EncoderSettings) -> None:
+        self._index, self._latent, self._settings = index, latent, settings
+        self._coded: dict[float, tuple[SceneStart, int]] = {}
+
+    def _get(self, step: float) -> tuple[SceneStart, int]:
+        if step not in self._coded:
+            settings = self._settings
+            unit = scene_start(self._index, self._latent, settings.latent_codec, settings.coding, latent_step=step)
+            self._coded[step] = unit, len(encode_payload(unit))
+        return self._coded[step]
+
+    def unit(self, step: float) -> SceneStart:
+        return self._get(step)[0]
+
+    def size(self, step: float) -> int:
+        """The unit's payload bytes at `step`."""
+        return self._get(step)[1]
 
 
 def check_frame(header: SequenceHeader, frame: np.ndarray, index: int) -> None:
@@ -237,15 +252,14 @@ class Encoder:
         if control is None or self.summary.scenes == 0 or len(steps) == 1:
             return scene_start(index, values, settings.latent_codec, settings.coding,
                                latent_step=settings.latent_step), 0
-        units = scene_starts_by_step(index, values, settings, steps)
-        sizes = {step: size for step, (_, size) in units.items()}
+        starts = SceneStartsByStep(index, values, settings)
         target = control.scene_start_target(index, interval=self._nominal_interval, refresh=settings.refresh,
-                                            cuts=self._planned_cuts, floor=min(sizes.values()),
+                                            cuts=self._planned_cuts, floor=starts.size(steps[0]),
                                             keyframe_size=self.summary.keyframes[-1].bytes,
                                             scene_size=self._scene_start_bytes, bytes_written=self._writer.size,
                                             keyframes=len(self.summary.keyframes), scenes=self.summary.scenes)
-        step = pick_step(sizes, target)
-        return units[step][0], units[step][1] - units[settings.latent_step][1]
+        step = finest_fitting(steps, lambda s: starts.size(s) <= target)
+        return starts.unit(step), starts.size(step) - starts.size(settings.latent_step)
 
     def _start_scene(self, index: int, frame: np.ndarray, latent: torch.Tensor, *, cut: bool) -> None:
         unit, excess = self._scene_start(index, latent)

@@ -20,8 +20,9 @@ the window to the input (a trial's own keyframe bytes are not used: at a tenth o
 iterations its factors code at more bits per symbol than the encode's will). That
 estimate is then trimmed onto -b:v by the DCT8 step of the scene starts, the one knob
 that is fine enough: each trial takes the finest step of `FILL_STEPS` (down to 0.01, up
-to `MAX_FILL_STEP` or `--latent-step` if coarser) whose file still fits, or the coarsest
-when none fits. The decision rule: among the candidates whose trimmed file lands on -b:v
+to `MAX_FILL_STEP` or `--latent-step` if coarser, about 6 % apart) whose file still fits,
+or the coarsest when none fits, found by bisection (`finest_fitting`; the latent is coded
+once per step asked, for all trials together). The decision rule: among the candidates whose trimmed file lands on -b:v
 (within 5 %, above or below; or below it even at the finest step, which leaves the
 structure only shorter intervals to spend the rest on, and the encode's rate control
 gives it those), the one of least measured distortion (mean squared error of the
@@ -56,20 +57,21 @@ import dataclasses
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..bitstream import StreamWriter
-from .encoder import Encoder, frame_latent, scene_starts_by_step
+from .encoder import Encoder, SceneStartsByStep, frame_latent
 from .ratecontrol import (
     INDEX_ENTRY,
     SCENE_START_OVERHEAD,
     RateController,
     estimate_bytes,
     fill_steps,
+    finest_fitting,
     keyframe_bytes,
     refresh_bytes,
 )
@@ -321,12 +323,12 @@ def trial_iterations(iterations: int) -> int:
     return min(iterations, max(TRIAL_MIN_ITERATIONS, iterations // TRIAL_SHARE))
 
 
-def latent_bytes(setup, frame: np.ndarray, steps: Sequence[float]) -> dict[float, int]:
-    """Per step: the full-size scene start of `frame` in the encode's latent codec, with its
-    unit overhead (what each scene start costs)."""
+def latent_bytes(setup, frame: np.ndarray) -> Callable[[float], int]:
+    """step -> the full-size scene start of `frame` in the encode's latent codec at that
+    DCT8 step, with its unit overhead (what each scene start costs); coded once per step asked."""
     latent = frame_latent(setup.latent_encoder, setup.header, frame).numpy()
-    return {step: size + SCENE_START_OVERHEAD
-            for step, (_, size) in scene_starts_by_step(0, latent, setup.settings, steps).items()}
+    starts = SceneStartsByStep(0, latent, setup.settings)
+    return lambda step: starts.size(step) + SCENE_START_OVERHEAD
 
 
 def counted_bytes(run: TrialRun, rank: int, scene_bytes: int, *, control: RateController, scale: float) -> int:
@@ -346,14 +348,16 @@ def counted_bytes(run: TrialRun, rank: int, scene_bytes: int, *, control: RateCo
     return round(fixed + scale * units)
 
 
-def trimmed(run: TrialRun, rank: int, sizes: dict[float, int], *, control: RateController, scale: float,
-            budget: float) -> tuple[int, float]:
-    """(estimated bytes, step) of a trial's file at the finest step whose file fits the
-    budget, or at the coarsest step when none fits; `sizes` maps each step to its scene
-    start's bytes (`latent_bytes`), coarsest first."""
-    estimates = [(counted_bytes(run, rank, size, control=control, scale=scale), step) for step, size in sizes.items()]
-    fitting = [estimate for estimate in estimates if estimate[0] <= budget]
-    return fitting[-1] if fitting else estimates[0]
+def trimmed(run: TrialRun, rank: int, steps: Sequence[float], scene_bytes: Callable[[float], int], *,
+            control: RateController, scale: float, budget: float) -> tuple[int, float]:
+    """(estimated bytes, step) of a trial's file at the finest of `steps` (coarsest first)
+    whose file fits the budget, or at the coarsest when none fits; `scene_bytes` gives a
+    scene start's bytes at a step (`latent_bytes`)."""
+    def estimate(step: float) -> int:
+        return counted_bytes(run, rank, scene_bytes(step), control=control, scale=scale)
+
+    step = finest_fitting(steps, lambda s: estimate(s) <= budget)
+    return estimate(step), step
 
 
 def lands(trial: Trial, budget: float, finest: float) -> bool:
@@ -419,8 +423,9 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
     """
     control = setup.rate_control
     asked = setup.settings.latent_step
-    sizes = latent_bytes(setup, window[0], fill_steps(asked, setup.settings.latent_codec))
-    found = candidates(control, frames=frames, scene_bytes=sizes[asked])
+    steps = fill_steps(asked, setup.settings.latent_codec)
+    scene_bytes = latent_bytes(setup, window[0])
+    found = candidates(control, frames=frames, scene_bytes=scene_bytes(asked))
     if not found:
         choice = control.choose()
         found = [(Candidate(choice.interval, False, choice.rank), choice.estimated_bytes)]
@@ -430,14 +435,15 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
 
     def measure(candidate: Candidate, placement: AdaptivePlacement | None = None) -> Trial:
         run = runner.run(candidate, placement)
-        trial = Trial(candidate, *trimmed(run, candidate.rank, sizes, control=control, scale=scale, budget=budget),
+        trial = Trial(candidate, *trimmed(run, candidate.rank, steps, scene_bytes, control=control, scale=scale,
+                                           budget=budget),
                       run=run)
         log.debug("trial %s: %.2f dB, %d bytes at latent step %g", candidate.describe(), trial.psnr,
                   trial.estimated_bytes, trial.latent_step)
         return trial
 
     trials = [measure(candidate) for candidate, _ in found]
-    finest = min(sizes)
+    finest = steps[-1]
     best = choose(trials, budget, finest)
     # a structure that measured less distortion but missed the rate: its neighbour predicted to land
     # (the byte model knows neither the fit's symbol statistics nor the cuts; the measurement does)
@@ -446,9 +452,9 @@ def decide(setup, window: Sequence[np.ndarray], *, frames: int, adaptive: bool) 
         pending = [t for t in trials if t.mse < best.mse and not lands(t, budget, finest) and t.candidate not in retried]
         for trial in pending:
             retried.add(trial.candidate)
-            other = retry(trial, counted_bytes(trial.run, trial.candidate.rank, sizes[asked], control=control,
+            other = retry(trial, counted_bytes(trial.run, trial.candidate.rank, scene_bytes(asked), control=control,
                                                scale=scale), control,
-                          frames=frames, scene_bytes=sizes[asked], budget=budget,
+                          frames=frames, scene_bytes=scene_bytes(asked), budget=budget,
                           tried={t.candidate for t in trials})
             if other is not None:
                 trials.append(measure(other))
