@@ -18,7 +18,7 @@ from libpromptus.evaluation.metrics import (
     psnr,
     ssim,
 )
-from libpromptus.evaluation.ratematch import match_rate
+from libpromptus.evaluation.ratematch import OutOfReach, match_rate
 from libpromptus.evaluation.rd import bd_rate, envelope, pchip_integral
 from libpromptus.evaluation.report import bd_rates
 from libpromptus.evaluation.traces import (
@@ -112,7 +112,10 @@ def test_bd_rate_on_straight_lines_matches_the_closed_form():
 
 
 def test_bd_rate_without_overlap_and_with_too_few_points():
-    assert bd_rate(ANCHOR, [(50e3, 40.0), (60e3, 41.0)]).note == "no overlap"
+    assert bd_rate(ANCHOR, [(50e3, 40.0), (60e3, 41.0)]).note == "no overlap: the test covers 40 to 41, the anchor 30 to 36.2"
+    # a distance: the quality axis is negated for the fit, the note gives the metric's own values
+    assert bd_rate([(1e5, 0.5), (2e5, 0.4)], [(1e5, 0.3), (2e5, 0.2)], higher_is_better=False).note == \
+        "no overlap: the test covers 0.2 to 0.3, the anchor 0.4 to 0.5"
     assert bd_rate(ANCHOR, [(50e3, 40.0)]).percent is None
     assert bd_rate(ANCHOR, [(50e3, 33.0), (60e3, None)]).note == "test: fewer than two usable points"
 
@@ -231,6 +234,20 @@ def test_rate_matching_converges_on_a_nonlinear_encoder():
 def test_rate_matching_keeps_the_closest_when_the_encoder_saturates():
     best, attempts = match_rate(lambda target: (min(target, 140e3), None), 200e3)
     assert best.bitrate == 140e3 and len(attempts) <= 8
+
+
+def test_rate_matching_stops_at_a_target_the_encoder_refuses():
+    def encode(target):                             # a floor of 50 kbit/s, and no target below 10k
+        if target < 10e3:
+            raise OutOfReach(f"refused {target:.0f}")
+        return max(50e3, 2 * target), None
+
+    best, attempts = match_rate(encode, 40e3)
+    # 40k -> 80k, 20k -> 50k (the floor), the secant's 14.4k -> 50k, then (the slope floored at
+    # 0.2) 14.4k * exp(-log(50/40) / 0.2) = 4.7k is refused: the closest file is kept
+    assert [round(a.encoder_bitrate) for a in attempts] == [40000, 20000, 14392] and best.bitrate == 50e3
+    with pytest.raises(OutOfReach, match="refused 5000"):
+        match_rate(encode, 5e3)                   # refused at once: nothing to keep
 
 
 # ---------------------------------------------------------------- the shaped link of the real session

@@ -34,7 +34,7 @@ import numpy as np
 
 from .clip import Clip
 from .codecs import Codec, Encoded, Progress
-from .ratematch import MAX_ATTEMPTS, TOLERANCE, match_rate
+from .ratematch import MAX_ATTEMPTS, TOLERANCE, OutOfReach, match_rate
 
 __all__ = ["AV1", "VP9", "X264", "X265", "PyAVCodec"]
 
@@ -74,12 +74,19 @@ class PyAVCodec(Codec):
                              "(choose a size with -s)")
 
     def encode(self, clip: Clip, bitrate: float, path: Path, progress: Progress) -> Encoded:
+        import av
+
         seconds = float(clip.duration)
         with tempfile.TemporaryDirectory(prefix="pmteval-") as work:
             stats = os.path.join(work, "stats")
 
             def attempt(encoder_bitrate: float) -> tuple[float, tuple[bytes, int]]:
-                data, payload = self._encode_passes(clip, encoder_bitrate, stats)
+                try:
+                    data, payload = self._encode_passes(clip, encoder_bitrate, stats)
+                except av.InvalidDataError as error:
+                    # what x265's second pass raises for a target below what the clip can be coded in
+                    raise OutOfReach(f"{self.name} refused the rate target {encoder_bitrate / 1000:.1f} kbit/s "
+                                     f"({error.strerror})") from error
                 progress(f"encoder target {encoder_bitrate / 1000:.1f} kbit/s -> {len(data) * 8 / seconds / 1000:.1f}")
                 return len(data) * 8 / seconds, (data, payload)
 

@@ -12,6 +12,12 @@ until the whole file is within `TOLERANCE` of the target or `MAX_ATTEMPTS` encod
 spent. The closest file is kept either way and the attempts are reported: an encoder's
 output can jump past the tolerance band (VP9 on a 1-s 128x128 clip: 115.7 kbit/s at any
 target up to 393.5 kbit/s, 132.0 at 398.8), and then no target lands inside it.
+
+An encoder may also refuse a target outright (`OutOfReach`): x265's second pass fails when
+the target is far below what its first pass could code the clip in (on the uvg clip at
+-b:v 40k the file stays at 46 to 52 kbit/s for targets from 20.5k down to 7.8k, and a
+lower one fails to open). The search then stops and keeps the closest file it has: the
+encoder's floor, a real rate-quality point, only off the target.
 """
 from __future__ import annotations
 
@@ -20,13 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["MAX_ATTEMPTS", "TOLERANCE", "Attempt", "match_rate"]
+__all__ = ["MAX_ATTEMPTS", "TOLERANCE", "Attempt", "OutOfReach", "match_rate"]
 
 TOLERANCE = 0.03        # the whole file within ±3 % of the target
 MAX_ATTEMPTS = 8
 _MAX_STEP = math.log(50)   # the encoder target stays within 1/50..50 times the target
 
 T = TypeVar("T")
+
+
+class OutOfReach(ValueError):
+    """The encoder refused a rate target (raised by `match_rate`'s `encode`)."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +54,19 @@ class Attempt(Generic[T]):
 
 def match_rate(encode: Callable[[float], tuple[float, T]], target: float, *, tolerance: float = TOLERANCE,
                max_attempts: int = MAX_ATTEMPTS) -> tuple[Attempt[T], list[Attempt[T]]]:
-    """(closest attempt, all attempts) of `encode(encoder_bitrate) -> (file bitrate, result)`."""
+    """(closest attempt, all attempts) of `encode(encoder_bitrate) -> (file bitrate, result)`.
+
+    `encode` raises `OutOfReach` for a target the encoder refuses: the search ends there with
+    the closest attempt so far (and passes the error on when there is none)."""
     attempts: list[Attempt[T]] = []
     x = math.log(target)
     while True:
-        bitrate, result = encode(math.exp(x))
+        try:
+            bitrate, result = encode(math.exp(x))
+        except OutOfReach:
+            if not attempts:
+                raise
+            break
         attempts.append(Attempt(math.exp(x), bitrate, result))
         if abs(bitrate / target - 1) <= tolerance or len(attempts) >= max_attempts:
             break

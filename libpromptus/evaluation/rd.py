@@ -115,7 +115,10 @@ def bd_rate(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
     (qa, la), (qt, lt) = curves
     lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
     if not hi > lo:
-        return BDRate(None, "no overlap")
+        def span(q: np.ndarray) -> str:
+            low, high = sorted((sign * q[0], sign * q[-1]))
+            return f"{low:.4g} to {high:.4g}"
+        return BDRate(None, f"no overlap: the test covers {span(qt)}, the anchor {span(qa)}")
     mean_difference = (pchip_integral(qt, lt, lo, hi) - pchip_integral(qa, la, lo, hi)) / (hi - lo)
     overlap = tuple(sorted((float(sign * lo), float(sign * hi))))
     return BDRate(float(math.expm1(mean_difference) * 100), "; ".join(notes), overlap)
