@@ -22,11 +22,11 @@ estimate is then trimmed onto -b:v by the DCT8 step of the scene starts, the one
 that is fine enough: each trial takes the finest step of `FILL_STEPS` (down to 0.01, up
 to `MAX_FILL_STEP` or `--latent-step` if coarser, about 6 % apart) whose file still fits,
 or the coarsest when none fits, found by bisection (`finest_fitting`; the latent is coded
-once per step asked, for all trials together). The decision rule: among the candidates whose trimmed file lands on -b:v
-(within 5 %, above or below; or below it even at the finest step, which leaves the
-structure only shorter intervals to spend the rest on, and the encode's rate control
-gives it those), the one of least measured distortion (mean squared error of the
-trial's decoded frames). A candidate that measured less distortion than that
+once per step asked, for all trials together). The decision rule: among the candidates
+whose trimmed file lands on -b:v (within 5 %, above or below; or below it even at the
+finest step, which leaves the structure only shorter intervals to spend the rest on,
+and the encode's rate control gives it those), the one of least measured distortion
+(mean squared error of the trial's decoded frames). A candidate that measured less distortion than that
 choice but missed the rate is tried again as its untried neighbour (another rank or
 another interval) that the byte model, calibrated on its trial, predicts closest to the
 budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
