@@ -26,10 +26,10 @@ once per step asked, for all trials together). The decision rule: among the cand
 whose trimmed file lands on -b:v (within 5 %, above or below; or below it even at the
 finest step, which leaves the structure only shorter intervals to spend the rest on,
 and the encode's rate control gives it those), the one of least measured distortion
-(mean squared error of the trial's decoded frames). A candidate that measured less distortion than that
-choice but missed the rate is tried again as its untried neighbour (another rank or
-another interval) that the byte model, calibrated on its trial, predicts closest to the
-budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
+(mean squared error of the trial's decoded frames). A candidate that measured less
+distortion than that choice but missed the rate is tried again as its untried neighbour
+(another rank or another interval) that the byte model, calibrated on its trial, predicts
+closest to the budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
 misses is itself retried). This is the Lagrangian choice min D + λ·R with λ the
 multiplier at which the rate constraint binds: every candidate is sized to fill the
 budget, so D decides. A larger -b:v keeps every structure feasible at an equal or higher

@@ -113,12 +113,14 @@ def bd_rate(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
             return BDRate(None, f"{name}: fewer than two usable points")
         curves.append((np.array([q for _, q in kept]), np.log(np.array([r for r, _ in kept]))))
     (qa, la), (qt, lt) = curves
+
+    def in_metric(a: float, b: float) -> tuple[float, float]:
+        """The fit's quality interval (a, b) in the metric's own values, low first."""
+        return tuple(sorted((float(sign * a), float(sign * b))))
+
     lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
     if not hi > lo:
-        def span(q: np.ndarray) -> str:
-            low, high = sorted((sign * q[0], sign * q[-1]))
-            return f"{low:.4g} to {high:.4g}"
-        return BDRate(None, f"no overlap: the test covers {span(qt)}, the anchor {span(qa)}")
+        (tl, th), (al, ah) = in_metric(qt[0], qt[-1]), in_metric(qa[0], qa[-1])
+        return BDRate(None, f"no overlap: the test covers {tl:.4g} to {th:.4g}, the anchor {al:.4g} to {ah:.4g}")
     mean_difference = (pchip_integral(qt, lt, lo, hi) - pchip_integral(qa, la, lo, hi)) / (hi - lo)
-    overlap = tuple(sorted((float(sign * lo), float(sign * hi))))
-    return BDRate(float(math.expm1(mean_difference) * 100), "; ".join(notes), overlap)
+    return BDRate(float(math.expm1(mean_difference) * 100), "; ".join(notes), in_metric(lo, hi))
