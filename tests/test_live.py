@@ -9,6 +9,8 @@ decodes as it goes, to the frames of a file decode.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +27,20 @@ from libpromptus.io.samples import write_sample
 from libpromptus.models import load_generator
 
 SIZE = 32
+
+
+def _run_pipeline(script: str, timeout: float) -> tuple[int, bytes]:
+    """`bash -o pipefail -c script` in a process group of its own, killed whole when it runs past
+    `timeout`: a timed-out `subprocess.run` kills only bash, and the commands of its pipeline
+    would keep the output pipes open, so the test would wait for them without end."""
+    with subprocess.Popen(["bash", "-o", "pipefail", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          start_new_session=True) as process:
+        try:
+            _, errors = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return process.returncode, errors
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +128,8 @@ def test_pmtenc_to_a_pipe_streams_what_pmtdec_decodes(tmp_path):
     script = (f"{sys.executable} -m libpromptus.cli.pmtenc -loglevel error -i - {' '.join(options)} -f pmt - "
               f"< {clip} | tee {tmp_path / 'live.pmt'} | "
               f"{sys.executable} -m libpromptus.cli.pmtdec -loglevel error -i - -f rawvideo - > {tmp_path / 'live.rgb'}")
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr
+    returncode, errors = _run_pipeline(script, timeout=300)
+    assert returncode == 0, errors
     encoded = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtenc", "-loglevel", "error", "-i", "-",
                               *options, str(tmp_path / "file.pmt")], stdin=clip.open("rb"), capture_output=True,
                              timeout=600, check=False)
