@@ -14,7 +14,10 @@ from libpromptus.encoder.checkpoint import Checkpoint, CheckpointError
 from libpromptus.io.files import OutputBusyError, WorkDirectory
 from libpromptus.io.samples import write_sample
 
-OPTIONS = dict(model="tiny", bitrate=80_000, iterations=2, first_iterations=3)
+#: The rate controller without the trials (a tenth of the time); the first test resumes an encode
+#: that decided by trials, whose decisions the checkpoint must carry.
+OPTIONS = dict(model="tiny", bitrate=80_000, iterations=2, first_iterations=3, decisions="formula")
+WITH_TRIALS = {**OPTIONS, "decisions": "trial"}
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +40,14 @@ def _interrupt_after(count):
 
 def test_resume_after_an_interruption_gives_identical_bytes(clip, tmp_path):
     full = tmp_path / "full.pmt"
-    encode(str(clip), str(full), **OPTIONS)
+    encode(str(clip), str(full), **WITH_TRIALS)
     resumed = tmp_path / "resumed.pmt"
     with pytest.raises(KeyboardInterrupt):
-        encode(str(clip), str(resumed), on_keyframe=_interrupt_after(3), **OPTIONS)
+        encode(str(clip), str(resumed), on_keyframe=_interrupt_after(3), **WITH_TRIALS)
     work = tmp_path / ".resumed.pmt.resume"
     assert not resumed.exists()
     assert sorted(os.listdir(work)) == ["checkpoint.npz", "lock", "stream.partial"]
-    result = encode(str(clip), str(resumed), resume=True, **OPTIONS)
+    result = encode(str(clip), str(resumed), resume=True, **WITH_TRIALS)
     assert resumed.read_bytes() == full.read_bytes()
     assert not work.exists()
     assert result.frames == 30 and read_streams(str(resumed))[0].frame_count == 30
