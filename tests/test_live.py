@@ -27,17 +27,24 @@ from libpromptus.io.samples import write_sample
 from libpromptus.models import load_generator
 
 SIZE = 32
+#: The pipeline's two processes fit and decode at once, so each gets one of the two cores: with
+#: torch's default of a thread per core, their four threads spin against each other at every
+#: operation: a pipeline that takes 20 s alone took 12 minutes in a fresh-clone run of the suite
+#: (2026-12-08), and CI was killed inside this test.
+#: The file encode it is compared with uses the same one thread, which its bytes depend on.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _run_pipeline(script: str, timeout: float) -> tuple[int, bytes]:
     """`bash -o pipefail -c script` in a process group of its own, killed whole when it runs past
-    `timeout`: a timed-out `subprocess.run` kills only bash, and the commands of its pipeline
-    would keep the output pipes open, so the test would wait for them without end."""
+    `timeout` or anything else interrupts the wait (pytest-timeout, CI's SIGINT): a timed-out
+    `subprocess.run` kills only bash, and the commands of its pipeline would keep the output
+    pipes open, so the test would wait for them without end."""
     with subprocess.Popen(["bash", "-o", "pipefail", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          start_new_session=True) as process:
+                          env=ONE_THREAD, start_new_session=True) as process:
         try:
             _, errors = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:
             os.killpg(process.pid, signal.SIGKILL)
             raise
     return process.returncode, errors
@@ -132,12 +139,12 @@ def test_pmtenc_to_a_pipe_streams_what_pmtdec_decodes(tmp_path):
     assert returncode == 0, errors
     encoded = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtenc", "-loglevel", "error", "-i", "-",
                               *options, str(tmp_path / "file.pmt")], stdin=clip.open("rb"), capture_output=True,
-                             timeout=600, check=False)
+                             env=ONE_THREAD, timeout=600, check=False)
     assert encoded.returncode == 0, encoded.stderr
     assert (tmp_path / "live.pmt").read_bytes() == (tmp_path / "file.pmt").read_bytes()
     decoded = subprocess.run([sys.executable, "-m", "libpromptus.cli.pmtdec", "-loglevel", "error", "-i",
-                              str(tmp_path / "file.pmt"), "-f", "rawvideo", "-"], capture_output=True, timeout=600,
-                             check=False)
+                              str(tmp_path / "file.pmt"), "-f", "rawvideo", "-"], capture_output=True,
+                             env=ONE_THREAD, timeout=600, check=False)
     assert decoded.returncode == 0 and len(decoded.stdout) == 6 * SIZE * SIZE * 3
     assert (tmp_path / "live.rgb").read_bytes() == decoded.stdout
 
