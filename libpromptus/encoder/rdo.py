@@ -29,8 +29,8 @@ and the encode's rate control gives it those), the one of least measured distort
 (mean squared error of the trial's decoded frames). A candidate that measured less
 distortion than that choice but missed the rate is tried again as its untried neighbour
 (another rank or another interval) that the byte model, calibrated on its trial, predicts
-closest to the budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a retry that
-misses is itself retried). This is the Lagrangian choice min D + λ·R with λ the
+closest to the budget, and the rule is applied again (at most `RETRY_ROUNDS` rounds: a
+retry that misses is itself retried). This is the Lagrangian choice min D + λ·R with λ the
 multiplier at which the rate constraint binds: every candidate is sized to fill the
 budget, so D decides. A larger -b:v keeps every structure feasible at an equal or higher
 rank (or a finer step) and adds shorter intervals and refreshes: the trials offer it
